@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from protocol.clock import Clock, SystemClock
 from protocol.crypto import (
@@ -100,6 +101,7 @@ _NODE_SENDS: frozenset[type[Message]] = frozenset(
 )
 _COORDINATOR_SENDS: frozenset[type[Message]] = frozenset({Job, Cancel, Drain})
 _SEQ_LIMIT = 2**64
+_M = TypeVar("_M", bound=Message)
 
 
 class SessionState(Enum):
@@ -231,11 +233,7 @@ class _Session(ABC):
         message = parse_body(envelope)
         if type(message) not in self._RECEIVES:
             raise UnexpectedMessage(f"{message.TYPE!r} is not allowed from this peer")
-        self._after_receive(message)
         return message
-
-    def _after_receive(self, message: Message) -> None:
-        """Hook for side-specific checks on established traffic."""
 
     # -- handshake helpers -----------------------------------------------------------------------
 
@@ -248,8 +246,8 @@ class _Session(ABC):
         return b"".join((bytes((SIGNED_FRAME,)), self.identity.public_key.raw, payload, signature))
 
     def _open_signed(
-        self, frame: bytes, signer: PublicKey | None, expected: tuple[type[Message], ...]
-    ) -> Message:
+        self, frame: bytes, signer: PublicKey | None, expected: tuple[type[_M], ...]
+    ) -> _M:
         """Verify, then decode, a signed handshake frame.
 
         ``signer`` is the key that must have signed it. None means the key in the frame header
@@ -366,7 +364,6 @@ class CoordinatorSession(_Session):
         if self.state is not SessionState.AWAIT_HELLO:
             raise UnexpectedMessage(f"no frame expected in state {self.state.value}")
         message = self._open_signed(frame, None, (Hello,))
-        assert isinstance(message, Hello)
         if message.node_key != self._handshake_signer(frame):
             raise HandshakeMismatch("hello names a node key other than the one that signed it")
         if not hmac.compare_digest(message.nonce, self._nonce):
@@ -409,10 +406,12 @@ class CoordinatorSession(_Session):
         self.state = SessionState.CLOSED
         return frame
 
-    def _after_receive(self, message: Message) -> None:
-        if type(message) is Done:
-            assert self.node_key is not None
+    def _receive_session_frame(self, frame: bytes) -> Message:
+        message = super()._receive_session_frame(frame)
+        if type(message) is Done and self.node_key is not None:
+            # A done frame is billing evidence: its receipt must verify under the node's key.
             UsageReceipt.from_done(message).verify(self.node_key, message.receipt_signature)
+        return message
 
 
 class NodeSession(_Session):
@@ -456,7 +455,6 @@ class NodeSession(_Session):
 
     def _receive_challenge(self, frame: bytes) -> Message:
         message = self._open_signed(frame, self.coordinator_key, (Challenge,))
-        assert isinstance(message, Challenge)
         if message.coordinator_key != self.coordinator_key.raw:
             raise HandshakeMismatch("challenge names a coordinator key other than its signer")
         common = set(message.versions) & set(self.config.supported_versions)
@@ -474,7 +472,8 @@ class NodeSession(_Session):
         """The signed hello frame answering the verified challenge."""
         self._require_state(SessionState.CHALLENGED)
         self.check_deadline()
-        assert self.challenge is not None
+        if self.challenge is None:  # unreachable: CHALLENGED is entered with the challenge set
+            raise RuntimeError("no verified challenge to answer")
         hello = Hello(
             nonce=self.challenge.nonce,
             audience=self.coordinator_key.raw,
@@ -491,7 +490,9 @@ class NodeSession(_Session):
         return frame
 
     def _receive_decision(self, frame: bytes) -> Message:
-        message = self._open_signed(frame, self.coordinator_key, (Welcome, Reject))
+        message: Welcome | Reject = self._open_signed(
+            frame, self.coordinator_key, (Welcome, Reject)
+        )
         if isinstance(message, Welcome):
             if message.node_id != self.node_id:
                 raise HandshakeMismatch("welcome names another node id")
