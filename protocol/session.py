@@ -490,9 +490,7 @@ class NodeSession(_Session):
         return frame
 
     def _receive_decision(self, frame: bytes) -> Message:
-        message: Welcome | Reject = self._open_signed(
-            frame, self.coordinator_key, (Welcome, Reject)
-        )
+        message = self._open_signed(frame, self.coordinator_key, (Welcome, Reject))
         if isinstance(message, Welcome):
             if message.node_id != self.node_id:
                 raise HandshakeMismatch("welcome names another node id")
