@@ -67,7 +67,7 @@ class PublicKey:
             raise ValueError(f"public key must start with {_PUBLIC_KEY_TEXT_PREFIX!r}")
         body = text[len(_PUBLIC_KEY_TEXT_PREFIX) :]
         try:
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
         except ValueError as exc:
             raise ValueError(f"public key is not valid base64url: {exc}") from None
         return cls(raw)

@@ -1,0 +1,294 @@
+"""The signed challenge/hello/welcome handshake, its checks and its deadline."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol import (
+    BadSignature,
+    Challenge,
+    CloseCode,
+    HandshakeMismatch,
+    HandshakeTimeout,
+    Hello,
+    Identity,
+    Job,
+    MalformedFrame,
+    ManualClock,
+    NodeSession,
+    Reject,
+    SessionConfig,
+    SessionState,
+    StaleFrame,
+    UnexpectedMessage,
+    UnsupportedVersion,
+    UntrustedCoordinator,
+    Welcome,
+)
+from protocol.crypto import handshake_signing_input
+from protocol.framing import SIGNED_FRAME, encode_envelope
+from tests.protocol.peers import (
+    AGENT_VERSION,
+    handshake,
+    new_pair,
+    sample_hardware,
+    sample_job,
+    sample_limits,
+    sample_offer,
+)
+
+
+def test_happy_path_establishes_both_sides_with_matching_identities() -> None:
+    pair = new_pair()
+    challenge = pair.node.receive(pair.coordinator.start())
+    assert isinstance(challenge, Challenge)
+    assert challenge.coordinator_key == pair.coordinator_identity.public_key.raw
+    assert pair.node.state is SessionState.CHALLENGED
+
+    hello = pair.coordinator.receive(pair.node.hello(sample_hardware(), [sample_offer()]))
+    assert isinstance(hello, Hello)
+    assert hello.offers == [sample_offer()]
+    assert hello.hardware == sample_hardware()
+    assert hello.agent_version == AGENT_VERSION
+    assert pair.coordinator.node_id == pair.node_identity.public_key.node_id
+    assert pair.coordinator.state is SessionState.AWAIT_DECISION
+
+    welcome = pair.node.receive(
+        pair.coordinator.accept(
+            heartbeat_interval_ms=5_000, limits=sample_limits(), session_id="ses_1"
+        )
+    )
+    assert isinstance(welcome, Welcome)
+    assert welcome.node_id == pair.node.node_id
+    assert welcome.session_id == "ses_1"
+    assert pair.coordinator.established
+    assert pair.node.established
+
+    # Traffic flows both ways under the derived keys.
+    job = pair.node.receive(pair.coordinator.send(sample_job()))
+    assert job == sample_job()
+
+
+def test_reject_reaches_the_node_and_closes_both_sides() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
+    reject = pair.node.receive(pair.coordinator.reject("unknown_node", "enroll this key first"))
+    assert isinstance(reject, Reject)
+    assert reject.code == "unknown_node"
+    assert pair.node.state is SessionState.CLOSED
+    assert pair.coordinator.state is SessionState.CLOSED
+
+
+def test_node_refuses_a_coordinator_other_than_the_pinned_one() -> None:
+    impostor = Identity.generate()
+    pair = new_pair(pinned=Identity.generate(), coordinator_identity=impostor)
+    with pytest.raises(UntrustedCoordinator) as caught:
+        pair.node.receive(pair.coordinator.start())
+    assert caught.value.close_code == CloseCode.BAD_SIGNATURE
+    assert pair.node.state is SessionState.CLOSED
+
+
+def test_challenge_signed_by_another_key_fails() -> None:
+    """A challenge that names the pinned key in its header but was signed by another key."""
+    pair = new_pair()
+    frame = bytearray(pair.coordinator.start())
+    forger = Identity.generate()
+    payload = bytes(frame[33:-64])
+    frame[-64:] = forger.sign(handshake_signing_input((), payload))
+    with pytest.raises(BadSignature):
+        pair.node.receive(bytes(frame))
+
+
+def test_hello_signed_by_another_key_than_it_names_fails() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    frame = pair.node.hello(sample_hardware(), [])
+    # Re-sign the same payload with another key and put that key in the header: the signature
+    # verifies, but the hello names the original node key.
+    other = Identity.generate()
+    payload = frame[33:-64]
+    challenge_payload = pair.coordinator._handshake_payloads[0]
+    forged = (
+        bytes((SIGNED_FRAME,))
+        + other.public_key.raw
+        + payload
+        + other.sign(handshake_signing_input((challenge_payload,), payload))
+    )
+    with pytest.raises(HandshakeMismatch, match="other than the one that signed it"):
+        pair.coordinator.receive(forged)
+
+
+def test_hello_with_a_tampered_signature_fails() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    frame = bytearray(pair.node.hello(sample_hardware(), []))
+    frame[-1] ^= 0x01
+    with pytest.raises(BadSignature):
+        pair.coordinator.receive(bytes(frame))
+
+
+def _forge_hello(
+    pair_node: NodeSession, identity: Identity, challenge_payload: bytes, **changes: object
+) -> bytes:
+    """A hello correctly signed by ``identity`` but with some fields changed."""
+    assert pair_node.challenge is not None
+    fields: dict[str, object] = {
+        "nonce": pair_node.challenge.nonce,
+        "audience": pair_node.coordinator_key.raw,
+        "node_key": identity.public_key.raw,
+        "ephemeral_key": bytes(range(32)),
+        "version": 1,
+        "agent_version": AGENT_VERSION,
+        "hardware": sample_hardware(),
+        "offers": [],
+    }
+    fields.update(changes)
+    hello = Hello.model_validate(fields)
+    payload = encode_envelope(hello, seq=0, ts_ms=int(pair_node.clock.time() * 1000), version=1)
+    signature = identity.sign(handshake_signing_input((challenge_payload,), payload))
+    return bytes((SIGNED_FRAME,)) + identity.public_key.raw + payload + signature
+
+
+def test_wrong_nonce_echo_fails() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    frame = _forge_hello(
+        pair.node, pair.node_identity, pair.coordinator._handshake_payloads[0], nonce=b"\x00" * 32
+    )
+    with pytest.raises(HandshakeMismatch, match="nonce") as caught:
+        pair.coordinator.receive(frame)
+    assert caught.value.close_code == CloseCode.HANDSHAKE_MISMATCH
+
+
+def test_hello_for_another_audience_fails() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    frame = _forge_hello(
+        pair.node,
+        pair.node_identity,
+        pair.coordinator._handshake_payloads[0],
+        audience=Identity.generate().public_key.raw,
+    )
+    with pytest.raises(HandshakeMismatch, match="another coordinator"):
+        pair.coordinator.receive(frame)
+
+
+def test_hello_replayed_into_a_new_session_fails() -> None:
+    """A hello captured from one session is useless against the next challenge."""
+    coordinator_identity = Identity.generate()
+    node_identity = Identity.generate()
+    first = new_pair(coordinator_identity=coordinator_identity, node_identity=node_identity)
+    first.node.receive(first.coordinator.start())
+    captured = first.node.hello(sample_hardware(), [])
+    second = new_pair(
+        coordinator_identity=coordinator_identity, node_identity=node_identity, seed=5
+    )
+    second.coordinator.start()
+    with pytest.raises(BadSignature):
+        second.coordinator.receive(captured)
+
+
+def test_node_choosing_an_unknown_protocol_version_fails() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    frame = _forge_hello(
+        pair.node, pair.node_identity, pair.coordinator._handshake_payloads[0], version=2
+    )
+    with pytest.raises(UnsupportedVersion) as caught:
+        pair.coordinator.receive(frame)
+    assert caught.value.close_code == CloseCode.UNSUPPORTED_VERSION
+
+
+def test_coordinator_offering_only_unknown_versions_fails_on_the_node() -> None:
+    clock = ManualClock()
+    pair = new_pair(clock=clock)
+    pair.coordinator.config = SessionConfig(supported_versions=(1,))
+    pair.node.config = SessionConfig(supported_versions=(2,))
+    with pytest.raises(UnsupportedVersion, match="coordinator speaks versions"):
+        pair.node.receive(pair.coordinator.start())
+
+
+def test_envelope_with_an_unknown_protocol_version_fails() -> None:
+    pair = new_pair()
+    frame = pair.coordinator.start()
+    payload = frame[33:-64]
+    # The envelope's first key is "v" (fixmap, fixstr "v", positive fixint 1).
+    assert payload[1:4] == b"\xa1v\x01"
+    bad_payload = payload[:3] + b"\x07" + payload[4:]
+    forged = (
+        frame[:33]
+        + bad_payload
+        + pair.coordinator_identity.sign(handshake_signing_input((), bad_payload))
+    )
+    with pytest.raises(UnsupportedVersion, match="version 7"):
+        pair.node.receive(forged)
+
+
+def test_expired_handshake_fails_on_the_coordinator() -> None:
+    pair = new_pair(config=SessionConfig(handshake_timeout_ms=2_000))
+    pair.node.receive(pair.coordinator.start())
+    hello = pair.node.hello(sample_hardware(), [])
+    pair.clock.advance(2.5)
+    with pytest.raises(HandshakeTimeout) as caught:
+        pair.coordinator.receive(hello)
+    assert caught.value.close_code == CloseCode.HANDSHAKE_TIMEOUT
+    assert pair.coordinator.state is SessionState.CLOSED
+
+
+def test_expired_handshake_fails_on_the_node() -> None:
+    pair = new_pair(config=SessionConfig(handshake_timeout_ms=2_000))
+    pair.node.receive(pair.coordinator.start())
+    pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
+    welcome = pair.coordinator.accept(heartbeat_interval_ms=5_000, limits=sample_limits())
+    pair.clock.advance(3)
+    with pytest.raises(HandshakeTimeout):
+        pair.node.receive(welcome)
+
+
+def test_check_deadline_lets_the_shell_time_out_a_silent_peer() -> None:
+    pair = new_pair(config=SessionConfig(handshake_timeout_ms=1_000))
+    pair.coordinator.start()
+    pair.coordinator.check_deadline()  # not yet
+    pair.clock.advance(1.001)
+    with pytest.raises(HandshakeTimeout):
+        pair.coordinator.check_deadline()
+
+
+def test_deadline_no_longer_applies_once_established() -> None:
+    pair = handshake(new_pair(config=SessionConfig(handshake_timeout_ms=1_000)))
+    pair.clock.advance(3_600)
+    pair.coordinator.check_deadline()
+    frame = pair.coordinator.send(sample_job())
+    assert isinstance(pair.node.receive(frame), Job)
+
+
+def test_stale_challenge_fails() -> None:
+    pair = new_pair()
+    frame = pair.coordinator.start()
+    pair.clock.set_wall(pair.clock.time() + 120)  # node's clock is two minutes ahead
+    with pytest.raises(StaleFrame):
+        pair.node.receive(frame)
+
+
+def test_frames_out_of_handshake_order_fail() -> None:
+    pair = new_pair()
+    challenge = pair.coordinator.start()
+    # The coordinator does not accept its own challenge back.
+    with pytest.raises(UntrustedCoordinator):
+        new_pair(pinned=Identity.generate()).node.receive(challenge)
+    pair.node.receive(challenge)
+    pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
+    # Awaiting its own accept/reject decision, the coordinator takes no further frame.
+    with pytest.raises(UnexpectedMessage):
+        pair.coordinator.receive(challenge)
+
+
+def test_a_session_frame_during_the_handshake_fails() -> None:
+    established = handshake(new_pair())
+    job_frame = established.coordinator.send(sample_job())
+    pair = new_pair()
+    pair.coordinator.start()
+    with pytest.raises(MalformedFrame, match="signed handshake frame") as caught:
+        pair.coordinator.receive(job_frame)
+    assert caught.value.close_code == CloseCode.MALFORMED_FRAME
