@@ -1,0 +1,7 @@
+"""``python -m shareai`` runs the command line."""
+
+import sys
+
+from shareai.cli import main
+
+sys.exit(main())
