@@ -13,6 +13,7 @@ and map lengths; ext types refused), then a nesting-depth limit, then the messag
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +108,13 @@ def _check_size(frame: bytes, limits: DecodeLimits) -> None:
         raise FrameTooLarge(f"frame of {len(frame)} bytes exceeds {limits.max_frame_bytes}")
 
 
-def decode_envelope(payload: bytes, limits: DecodeLimits) -> Envelope:
+def decode_envelope(
+    payload: bytes, limits: DecodeLimits, versions: Collection[int] = SUPPORTED_VERSIONS
+) -> Envelope:
     """Decode and check the envelope of an already-authenticated payload.
 
-    Raises MalformedFrame (bad msgpack, limits, shape), UnsupportedVersion.
+    ``versions`` are the values of ``v`` acceptable at this point of the session. Raises
+    MalformedFrame (bad msgpack, limits, duplicate keys, shape) or UnsupportedVersion.
     """
     if len(payload) > limits.max_frame_bytes:
         raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {limits.max_frame_bytes}")
@@ -125,6 +129,7 @@ def decode_envelope(payload: bytes, limits: DecodeLimits) -> Envelope:
             max_array_len=limits.max_array_len,
             max_map_len=limits.max_map_len,
             max_ext_len=0,
+            object_pairs_hook=_map_without_duplicate_keys,
         )
     except Exception as exc:
         raise MalformedFrame(
@@ -141,8 +146,8 @@ def decode_envelope(payload: bytes, limits: DecodeLimits) -> Envelope:
     )
     if type(version) is not int:
         raise MalformedFrame("envelope field 'v' must be an integer")
-    if version not in SUPPORTED_VERSIONS:
-        raise UnsupportedVersion(f"protocol version {version} is not supported")
+    if version not in versions:
+        raise UnsupportedVersion(f"protocol version {version} is not accepted here")
     if type(type_tag) is not str:
         raise MalformedFrame("envelope field 'type' must be a string")
     if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
@@ -177,6 +182,15 @@ def _check_depth(value: dict[str, Any] | list[Any], depth_left: int) -> None:
     for child in children:
         if type(child) is dict or type(child) is list:
             _check_depth(child, depth_left - 1)
+
+
+def _map_without_duplicate_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # msgpack would silently keep the last of two equal keys; a stricter decoder elsewhere would
+    # refuse the frame, so two implementations would disagree on what a frame says. Refuse it.
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise ValueError("duplicate key in a map")
+    return mapping
 
 
 def _describe(exc: Exception) -> str:

@@ -34,6 +34,22 @@ __all__ = [
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 _PUBLIC_KEY_TEXT_PREFIX = "ed25519:"
+_FIELD_PRIME = 2**255 - 19
+_Y_MASK = (1 << 255) - 1
+# The y-coordinates of the 8 small-order points of edwards25519 (the same list libsodium blocks).
+# For such a key a signature can be forged without any secret: e.g. key 01 00..00 accepts the
+# signature 01 00..00 || 00..00 on every message. tests/protocol/test_identity.py derives this
+# list from the curve equation to prove it complete.
+_SMALL_ORDER_Y = frozenset(
+    int.from_bytes(bytes.fromhex(encoded), "little")
+    for encoded in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
 
 
 def derive_id(prefix: str, public_key: bytes) -> str:
@@ -56,6 +72,11 @@ class PublicKey:
             raise ValueError(
                 f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, got {len(self.raw)}"
             )
+        y = int.from_bytes(self.raw, "little") & _Y_MASK
+        if y >= _FIELD_PRIME:
+            raise ValueError("not a canonical Ed25519 public key encoding")
+        if y in _SMALL_ORDER_Y:
+            raise ValueError("a small-order Ed25519 public key is refused (signatures forgeable)")
 
     @classmethod
     def from_text(cls, text: str) -> PublicKey:
@@ -66,6 +87,8 @@ class PublicKey:
         if not text.startswith(_PUBLIC_KEY_TEXT_PREFIX):
             raise ValueError(f"public key must start with {_PUBLIC_KEY_TEXT_PREFIX!r}")
         body = text[len(_PUBLIC_KEY_TEXT_PREFIX) :]
+        if "=" in body:
+            raise ValueError("public key is not valid base64url: write it without padding")
         try:
             raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
         except ValueError as exc:

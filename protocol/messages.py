@@ -184,6 +184,7 @@ class Hello(Message):
     ephemeral_key: Bytes32
     version: Annotated[int, Field(ge=1, le=65_535)]
     agent_version: Annotated[str, Field(min_length=1, max_length=64)]
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)]
     hardware: Hardware
     offers: Annotated[list[Offer], Field(max_length=256)]
 
@@ -202,8 +203,6 @@ RejectCode = Literal[
     "unknown_node",
     "revoked",
     "suspended",
-    "unsupported_version",
-    "invalid_hello",
     "duplicate_session",
     "overloaded",
 ]

@@ -4,6 +4,7 @@ A receipt's signing input is a fixed binary layout built from typed fields (not 
 not canonical), so anyone holding the node's public key and the stored fields can verify it later::
 
     "shareai/v1 usage-receipt\\x00"
+    32 bytes               the coordinator's Ed25519 public key (the receipt's audience)
     u8  len(job_id)        job_id (ASCII)
     u16 len(model)         model (UTF-8)
     u64 prompt_tokens
@@ -27,6 +28,9 @@ RECEIPT_DOMAIN = b"shareai/v1 usage-receipt\x00"
 
 @dataclass(frozen=True, slots=True)
 class UsageReceipt:
+    """What a node signs at the end of a job. ``coordinator_key`` binds it to one coordinator."""
+
+    coordinator_key: bytes
     job_id: str
     model: str
     prompt_tokens: int
@@ -34,8 +38,9 @@ class UsageReceipt:
     finish_reason: FinishReason
 
     @classmethod
-    def from_done(cls, done: Done) -> UsageReceipt:
+    def from_done(cls, done: Done, coordinator_key: bytes) -> UsageReceipt:
         return cls(
+            coordinator_key=coordinator_key,
             job_id=done.job_id,
             model=done.model,
             prompt_tokens=done.usage.prompt_tokens,
@@ -50,6 +55,7 @@ class UsageReceipt:
         return b"".join(
             (
                 RECEIPT_DOMAIN,
+                self.coordinator_key,
                 len(job_id).to_bytes(1, "big"),
                 job_id,
                 len(model).to_bytes(2, "big"),

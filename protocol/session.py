@@ -23,7 +23,7 @@ import os
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TypeVar
 
@@ -38,6 +38,7 @@ from protocol.crypto import (
 )
 from protocol.errors import (
     AuthenticationFailed,
+    BadSignature,
     HandshakeMismatch,
     HandshakeTimeout,
     ProtocolError,
@@ -62,7 +63,6 @@ from protocol.framing import (
 )
 from protocol.identity import Identity, PublicKey
 from protocol.messages import (
-    PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Cancel,
     Challenge,
@@ -146,7 +146,10 @@ class _Session(ABC):
         self.config = config or SessionConfig()
         self._random_bytes = random_bytes or os.urandom
         self.state = SessionState.START
-        self.version = PROTOCOL_VERSION
+        # Until negotiated, frames go out in the lowest version this side speaks (so a peer that
+        # knows only older versions can still read the challenge and its list of versions).
+        self.version = min(self.config.supported_versions)
+        self._version_negotiated = False
         self._send_seq = 0
         self._receive_seq = 0
         self._send_key = b""
@@ -226,7 +229,7 @@ class _Session(ABC):
         if not hmac.compare_digest(mac, expected_mac):
             raise AuthenticationFailed("frame MAC does not verify under this session's key")
         self._check_seq(seq)
-        envelope = decode_envelope(header_and_payload[9:], limits)
+        envelope = decode_envelope(header_and_payload[9:], limits, (self.version,))
         if envelope.seq != seq:
             raise SequenceViolation(f"envelope seq {envelope.seq} differs from frame seq {seq}")
         self._check_timestamp(envelope)
@@ -247,21 +250,25 @@ class _Session(ABC):
 
     def _open_signed(
         self, frame: bytes, signer: PublicKey | None, expected: tuple[type[_M], ...]
-    ) -> _M:
-        """Verify, then decode, a signed handshake frame.
+    ) -> tuple[_M, int]:
+        """Verify, then decode, a signed handshake frame; returns the message and its ``v``.
 
         ``signer`` is the key that must have signed it. None means the key in the frame header
         (the node's self-signed hello), which the decoded hello must then name as its node key.
         """
         signer_raw, payload, signature = split_signed_frame(frame, self.config.limits)
         if signer is None:
-            signer = PublicKey(signer_raw)
+            try:
+                signer = PublicKey(signer_raw)
+            except ValueError as exc:
+                raise BadSignature(f"signer key refused: {exc}") from None
         elif signer_raw != signer.raw:
             raise UntrustedCoordinator(
                 "frame is signed by a key other than the pinned coordinator key"
             )
         signer.verify(signature, handshake_signing_input(tuple(self._handshake_payloads), payload))
-        envelope = decode_envelope(payload, self.config.limits)
+        versions = (self.version,) if self._version_negotiated else self.config.supported_versions
+        envelope = decode_envelope(payload, self.config.limits, versions)
         message = parse_body(envelope)
         if not isinstance(message, expected):
             wanted = " or ".join(repr(cls.TYPE) for cls in expected)
@@ -269,7 +276,7 @@ class _Session(ABC):
         self._check_seq(envelope.seq)
         self._check_timestamp(envelope)
         self._handshake_payloads.append(payload)
-        return message
+        return message, envelope.version
 
     @staticmethod
     def _handshake_signer(frame: bytes) -> bytes:
@@ -363,7 +370,7 @@ class CoordinatorSession(_Session):
     def _receive_handshake_frame(self, frame: bytes) -> Message:
         if self.state is not SessionState.AWAIT_HELLO:
             raise UnexpectedMessage(f"no frame expected in state {self.state.value}")
-        message = self._open_signed(frame, None, (Hello,))
+        message, envelope_version = self._open_signed(frame, None, (Hello,))
         if message.node_key != self._handshake_signer(frame):
             raise HandshakeMismatch("hello names a node key other than the one that signed it")
         if not hmac.compare_digest(message.nonce, self._nonce):
@@ -372,10 +379,17 @@ class CoordinatorSession(_Session):
             raise HandshakeMismatch("hello is addressed to another coordinator")
         if message.version not in self.config.supported_versions:
             raise UnsupportedVersion(f"node chose protocol version {message.version}")
+        if message.version != envelope_version:
+            raise HandshakeMismatch(
+                f"hello chooses version {message.version} but is framed as version"
+                f" {envelope_version}"
+            )
         self._establish(self._ephemeral.exchange(message.ephemeral_key), coordinator=True)
         self.hello = message
         self.node_key = PublicKey(message.node_key)
         self.version = message.version
+        self._version_negotiated = True
+        self.peer_max_frame_bytes = message.max_frame_bytes
         self.state = SessionState.AWAIT_DECISION
         return message
 
@@ -383,17 +397,25 @@ class CoordinatorSession(_Session):
         self,
         *,
         heartbeat_interval_ms: int,
-        limits: SessionLimits,
+        max_jobs_in_flight: int,
         session_id: str | None = None,
     ) -> bytes:
-        """Admit the node: the signed welcome frame. The session is established after this."""
+        """Admit the node: the signed welcome frame. The session is established after this.
+
+        The welcome's frame-size and skew limits are this session's own (``config``), so the
+        node is never promised more than this side accepts.
+        """
         self._require_state(SessionState.AWAIT_DECISION)
         self.check_deadline()
         welcome = Welcome(
             node_id=self.node_id,
             session_id=session_id or f"ses_{secrets.token_hex(12)}",
             heartbeat_interval_ms=heartbeat_interval_ms,
-            limits=limits,
+            limits=SessionLimits(
+                max_frame_bytes=self.config.limits.max_frame_bytes,
+                max_clock_skew_ms=self.config.max_clock_skew_ms,
+                max_jobs_in_flight=max_jobs_in_flight,
+            ),
         )
         frame = self._seal_signed(welcome)
         self.state = SessionState.ESTABLISHED
@@ -402,6 +424,7 @@ class CoordinatorSession(_Session):
     def reject(self, code: RejectCode, message: str, retry_after_ms: int | None = None) -> bytes:
         """Refuse the node: the signed reject frame. Close the websocket with code 4011 after it."""
         self._require_state(SessionState.AWAIT_DECISION)
+        self.check_deadline()
         frame = self._seal_signed(Reject(code=code, message=message, retry_after_ms=retry_after_ms))
         self.state = SessionState.CLOSED
         return frame
@@ -410,7 +433,8 @@ class CoordinatorSession(_Session):
         message = super()._receive_session_frame(frame)
         if type(message) is Done and self.node_key is not None:
             # A done frame is billing evidence: its receipt must verify under the node's key.
-            UsageReceipt.from_done(message).verify(self.node_key, message.receipt_signature)
+            receipt = UsageReceipt.from_done(message, self.identity.public_key.raw)
+            receipt.verify(self.node_key, message.receipt_signature)
         return message
 
 
@@ -454,7 +478,7 @@ class NodeSession(_Session):
         raise UnexpectedMessage(f"no frame expected in state {self.state.value}")
 
     def _receive_challenge(self, frame: bytes) -> Message:
-        message = self._open_signed(frame, self.coordinator_key, (Challenge,))
+        message, _ = self._open_signed(frame, self.coordinator_key, (Challenge,))
         if message.coordinator_key != self.coordinator_key.raw:
             raise HandshakeMismatch("challenge names a coordinator key other than its signer")
         common = set(message.versions) & set(self.config.supported_versions)
@@ -464,6 +488,7 @@ class NodeSession(_Session):
                 f" {list(self.config.supported_versions)}"
             )
         self.version = max(common)
+        self._version_negotiated = True
         self.challenge = message
         self.state = SessionState.CHALLENGED
         return message
@@ -481,21 +506,29 @@ class NodeSession(_Session):
             ephemeral_key=self._ephemeral.public_bytes,
             version=self.version,
             agent_version=self.agent_version,
+            max_frame_bytes=self.config.limits.max_frame_bytes,
             hardware=hardware,
             offers=list(offers),
         )
+        try:
+            shared_secret = self._ephemeral.exchange(self.challenge.ephemeral_key)
+        except ProtocolError:
+            self.state = SessionState.CLOSED
+            raise
         frame = self._seal_signed(hello)
-        self._establish(self._ephemeral.exchange(self.challenge.ephemeral_key), coordinator=False)
+        self._establish(shared_secret, coordinator=False)
         self.state = SessionState.AWAIT_WELCOME
         return frame
 
     def _receive_decision(self, frame: bytes) -> Message:
-        message = self._open_signed(frame, self.coordinator_key, (Welcome, Reject))
+        message, _ = self._open_signed(frame, self.coordinator_key, (Welcome, Reject))
         if isinstance(message, Welcome):
             if message.node_id != self.node_id:
                 raise HandshakeMismatch("welcome names another node id")
             self.welcome = message
+            # The coordinator sets the session's limits: its frame size and the skew window.
             self.peer_max_frame_bytes = message.limits.max_frame_bytes
+            self.config = replace(self.config, max_clock_skew_ms=message.limits.max_clock_skew_ms)
             self.state = SessionState.ESTABLISHED
         else:
             self.state = SessionState.CLOSED
@@ -512,6 +545,7 @@ class NodeSession(_Session):
     ) -> bytes:
         """Seal a ``done`` frame carrying this node's signed usage receipt."""
         receipt = UsageReceipt(
+            coordinator_key=self.coordinator_key.raw,
             job_id=job_id,
             model=model,
             prompt_tokens=usage.prompt_tokens,

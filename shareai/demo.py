@@ -23,7 +23,6 @@ from protocol import (
     Offer,
     ProtocolError,
     SamplingParams,
-    SessionLimits,
     Timings,
     Usage,
     UsageReceipt,
@@ -66,9 +65,7 @@ def _handshake(
     say(f"  node -> coordinator   hello      {len(hello):4d} B  signed by the node, nonce echoed")
     welcome = coordinator.accept(
         heartbeat_interval_ms=5_000,
-        limits=SessionLimits(
-            max_frame_bytes=1 << 20, max_clock_skew_ms=60_000, max_jobs_in_flight=64
-        ),
+        max_jobs_in_flight=64,
     )
     node.receive(welcome)
     say(f"  coordinator -> node   welcome    {len(welcome):4d} B  node id {coordinator.node_id}")
@@ -164,7 +161,8 @@ def run_demo(say: Callable[[str], None] = print) -> int:
     if not isinstance(done, Done):
         say("  FAILED: expected a done message")
         return 1
-    UsageReceipt.from_done(done).verify(node_identity.public_key, done.receipt_signature)
+    receipt = UsageReceipt.from_done(done, coordinator_identity.public_key.raw)
+    receipt.verify(node_identity.public_key, done.receipt_signature)
     say(
         f"  node -> coordinator   done       {len(done_frame):4d} B  usage"
         f" {done.usage.prompt_tokens}+{done.usage.completion_tokens} tokens,"

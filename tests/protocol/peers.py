@@ -18,7 +18,6 @@ from protocol import (
     Offer,
     SamplingParams,
     SessionConfig,
-    SessionLimits,
 )
 
 AGENT_VERSION = "0.1.0-test"
@@ -54,10 +53,6 @@ def sample_offer(model: str = "meta-llama/Llama-3.1-8B-Instruct") -> Offer:
         price_input_micro_usd_per_1m=50_000,
         price_output_micro_usd_per_1m=150_000,
     )
-
-
-def sample_limits() -> SessionLimits:
-    return SessionLimits(max_frame_bytes=1 << 20, max_clock_skew_ms=60_000, max_jobs_in_flight=64)
 
 
 def sample_job(job_id: str = "job_01") -> Job:
@@ -118,7 +113,7 @@ def handshake(pair: Pair) -> Pair:
     """Run challenge -> hello -> welcome; both sides end established."""
     pair.node.receive(pair.coordinator.start())
     pair.coordinator.receive(pair.node.hello(sample_hardware(), [sample_offer()]))
-    pair.node.receive(pair.coordinator.accept(heartbeat_interval_ms=5_000, limits=sample_limits()))
+    pair.node.receive(pair.coordinator.accept(heartbeat_interval_ms=5_000, max_jobs_in_flight=64))
     return pair
 
 

@@ -26,14 +26,13 @@ from protocol import (
     Welcome,
 )
 from protocol.crypto import handshake_signing_input
-from protocol.framing import SIGNED_FRAME, encode_envelope
+from protocol.framing import SIGNED_FRAME, DecodeLimits, encode_envelope
 from tests.protocol.peers import (
     AGENT_VERSION,
     handshake,
     new_pair,
     sample_hardware,
     sample_job,
-    sample_limits,
     sample_offer,
 )
 
@@ -55,7 +54,7 @@ def test_happy_path_establishes_both_sides_with_matching_identities() -> None:
 
     welcome = pair.node.receive(
         pair.coordinator.accept(
-            heartbeat_interval_ms=5_000, limits=sample_limits(), session_id="ses_1"
+            heartbeat_interval_ms=5_000, max_jobs_in_flight=64, session_id="ses_1"
         )
     )
     assert isinstance(welcome, Welcome)
@@ -140,6 +139,7 @@ def _forge_hello(
         "ephemeral_key": bytes(range(32)),
         "version": 1,
         "agent_version": AGENT_VERSION,
+        "max_frame_bytes": 1 << 20,
         "hardware": sample_hardware(),
         "offers": [],
     }
@@ -205,8 +205,34 @@ def test_coordinator_offering_only_unknown_versions_fails_on_the_node() -> None:
     pair = new_pair(clock=clock)
     pair.coordinator.config = SessionConfig(supported_versions=(1,))
     pair.node.config = SessionConfig(supported_versions=(2,))
-    with pytest.raises(UnsupportedVersion, match="coordinator speaks versions"):
+    with pytest.raises(UnsupportedVersion, match="version 1 is not accepted"):
         pair.node.receive(pair.coordinator.start())
+
+
+def test_versions_negotiate_to_the_highest_common_one() -> None:
+    """A coordinator that also speaks a future v2 frames its challenge as v1 for older nodes."""
+    pair = new_pair()
+    pair.coordinator.config = SessionConfig(supported_versions=(1, 2))
+    pair.coordinator.version = 1
+    challenge = pair.node.receive(pair.coordinator.start())
+    assert isinstance(challenge, Challenge)
+    assert challenge.versions == [1, 2]
+    pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
+    assert pair.node.version == pair.coordinator.version == 1
+
+
+def test_hello_framed_in_another_version_than_it_chooses_fails() -> None:
+    pair = new_pair()
+    pair.coordinator.config = SessionConfig(supported_versions=(1, 2))
+    pair.node.receive(pair.coordinator.start())
+    frame = _forge_hello(
+        pair.node,
+        pair.node_identity,
+        pair.coordinator._handshake_payloads[0],
+        version=2,
+    )
+    with pytest.raises(HandshakeMismatch, match="framed as version 1"):
+        pair.coordinator.receive(frame)
 
 
 def test_envelope_with_an_unknown_protocol_version_fails() -> None:
@@ -240,7 +266,7 @@ def test_expired_handshake_fails_on_the_node() -> None:
     pair = new_pair(config=SessionConfig(handshake_timeout_ms=2_000))
     pair.node.receive(pair.coordinator.start())
     pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
-    welcome = pair.coordinator.accept(heartbeat_interval_ms=5_000, limits=sample_limits())
+    welcome = pair.coordinator.accept(heartbeat_interval_ms=5_000, max_jobs_in_flight=64)
     pair.clock.advance(3)
     with pytest.raises(HandshakeTimeout):
         pair.node.receive(welcome)
@@ -292,3 +318,51 @@ def test_a_session_frame_during_the_handshake_fails() -> None:
     with pytest.raises(MalformedFrame, match="signed handshake frame") as caught:
         pair.coordinator.receive(job_frame)
     assert caught.value.close_code == CloseCode.MALFORMED_FRAME
+
+
+def test_hello_from_a_small_order_key_fails_even_with_a_valid_looking_signature() -> None:
+    pair = new_pair()
+    pair.node.receive(pair.coordinator.start())
+    frame = pair.node.hello(sample_hardware(), [])
+    weak_key = (1).to_bytes(32, "little")
+    forged = bytes((SIGNED_FRAME,)) + weak_key + frame[33:-64] + weak_key + bytes(32)
+    with pytest.raises(BadSignature, match="small-order"):
+        pair.coordinator.receive(forged)
+
+
+def test_a_degenerate_ephemeral_key_closes_the_node_session() -> None:
+    pair = new_pair()
+    frame = bytearray(pair.coordinator.start())
+    pair.node.receive(bytes(frame))
+    assert pair.node.challenge is not None
+    pair.node.challenge = pair.node.challenge.model_copy(update={"ephemeral_key": bytes(32)})
+    with pytest.raises(HandshakeMismatch, match="ephemeral"):
+        pair.node.hello(sample_hardware(), [])
+    assert pair.node.state is SessionState.CLOSED
+    assert pair.node._send_seq == 0  # nothing was signed or sent
+
+
+def test_limits_are_announced_and_adopted() -> None:
+    coordinator_config = SessionConfig(max_clock_skew_ms=5_000)
+    pair = new_pair()
+    pair.coordinator.config = coordinator_config
+    pair.node.config = SessionConfig(limits=DecodeLimits(max_frame_bytes=65_536))
+    handshake(pair)
+    # The coordinator learns the node's frame limit from the hello ...
+    assert pair.coordinator.peer_max_frame_bytes == 65_536
+    # ... and the node adopts the coordinator's frame limit and skew window from the welcome.
+    assert pair.node.peer_max_frame_bytes == coordinator_config.limits.max_frame_bytes
+    assert pair.node.config.max_clock_skew_ms == 5_000
+    frame = pair.coordinator.send(sample_job())
+    pair.clock.set_wall(pair.clock.time() + 6)
+    with pytest.raises(StaleFrame):
+        pair.node.receive(frame)
+
+
+def test_reject_after_the_deadline_times_out() -> None:
+    pair = new_pair(config=SessionConfig(handshake_timeout_ms=1_000))
+    pair.node.receive(pair.coordinator.start())
+    pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
+    pair.clock.advance(2)
+    with pytest.raises(HandshakeTimeout):
+        pair.coordinator.reject("overloaded", "later")

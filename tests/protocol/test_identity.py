@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocol import BadSignature, Identity, KeyFileError, PublicKey
 
@@ -118,3 +119,93 @@ def test_verify_rejects_another_message_and_another_key() -> None:
         identity.public_key.verify(signature, b"usagE")
     with pytest.raises(BadSignature):
         Identity.generate().public_key.verify(signature, b"usage")
+
+
+# --- weak keys ----------------------------------------------------------------------------------
+# Reference edwards25519 arithmetic (RFC 8032, section 5.1), used only to derive the set of
+# small-order points independently of the blocklist in protocol/identity.py.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_L = 2**252 + 27742317777372353535851937790883648493
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2
+    return (
+        (x1 * y2 + x2 * y1) * pow(1 + t, _P - 2, _P) % _P,
+        (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P,
+    )
+
+
+def _multiply(k: int, point: tuple[int, int]) -> tuple[int, int]:
+    result = (0, 1)
+    while k:
+        if k & 1:
+            result = _add(result, point)
+        point = _add(point, point)
+        k >>= 1
+    return result
+
+
+def _x_for(y: int) -> int | None:
+    xx = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(xx, (_P + 3) // 8, _P)
+    if (x * x - xx) % _P:
+        x = x * _SQRT_M1 % _P
+    return None if (x * x - xx) % _P else x
+
+
+def _torsion_y_coordinates() -> set[int]:
+    """Multiply points by the prime order L: what remains is their small-order component."""
+    found: set[int] = set()
+    y = 2
+    while len(found) < 5 and y < 500:
+        x = _x_for(y)
+        if x is not None:
+            found.add(_multiply(_L, (x, y))[1])
+        y += 1
+    return found
+
+
+def _encodings_of(y: int) -> list[bytes]:
+    raw = y.to_bytes(32, "little")
+    return [raw, raw[:31] + bytes([raw[31] | 0x80])]
+
+
+def test_every_small_order_key_is_refused() -> None:
+    torsion = _torsion_y_coordinates()
+    assert len(torsion) == 5  # y of the 8 points of order 1, 2, 4 and 8
+    for y in torsion:
+        for raw in _encodings_of(y):
+            with pytest.raises(ValueError, match="small-order"):
+                PublicKey(raw)
+
+
+def test_non_canonical_encodings_are_refused() -> None:
+    for y in (_P, _P + 1, 2**255 - 1):
+        for raw in _encodings_of(y):
+            with pytest.raises(ValueError, match="canonical"):
+                PublicKey(raw)
+
+
+def test_the_identity_key_would_accept_a_forged_signature_if_it_were_not_refused() -> None:
+    """Why the check exists: the library alone accepts this forgery on any message."""
+    identity_point = (1).to_bytes(32, "little")
+    forged = identity_point + bytes(32)
+    Ed25519PublicKey.from_public_bytes(identity_point).verify(forged, b"any message")
+    with pytest.raises(ValueError, match="small-order"):
+        PublicKey(identity_point)
+
+
+def test_ordinary_keys_are_accepted() -> None:
+    for _ in range(50):
+        key = Identity.generate().public_key
+        assert PublicKey(key.raw) == key
+
+
+def test_text_form_with_padding_is_refused() -> None:
+    text = Identity.generate().public_key.to_text() + "="
+    with pytest.raises(ValueError, match="without padding"):
+        PublicKey.from_text(text)

@@ -38,6 +38,7 @@ HANDSHAKE_MESSAGES: list[Message] = [
         ephemeral_key=b"\x05" * 32,
         version=1,
         agent_version="0.1.0",
+        max_frame_bytes=1 << 20,
         hardware=sample_hardware(),
         offers=[sample_offer()],
     ),

@@ -51,6 +51,7 @@ from tests.protocol.peers import (
     sample_offer,
 )
 
+COORDINATOR_KEY = Identity.from_seed(b"k" * 32).public_key.raw
 NODE_MESSAGES: list[Message] = [
     Heartbeat(
         active_jobs=2,
@@ -147,14 +148,14 @@ def test_done_round_trips_with_a_receipt_anyone_can_verify_later() -> None:
     assert isinstance(done, Done)
     assert done.usage == usage
     # Stored evidence: the fields plus the signature verify against the node's public key alone.
-    receipt = UsageReceipt.from_done(done)
+    receipt = UsageReceipt.from_done(done, pair.coordinator_identity.public_key.raw)
     receipt.verify(pair.node_identity.public_key, done.receipt_signature)
 
 
 def test_done_whose_receipt_is_signed_by_another_key_fails() -> None:
     pair = established_pair()
     usage = Usage(prompt_tokens=21, completion_tokens=9)
-    receipt = UsageReceipt("job_01", "m", 21, 9, "stop")
+    receipt = UsageReceipt(pair.coordinator_identity.public_key.raw, "job_01", "m", 21, 9, "stop")
     forged = Done(
         job_id="job_01",
         model="m",
@@ -171,7 +172,8 @@ def test_done_whose_receipt_is_signed_by_another_key_fails() -> None:
 def test_done_whose_usage_differs_from_the_signed_receipt_fails() -> None:
     """An inflated count in the frame does not match what the node signed."""
     pair = established_pair()
-    signed = UsageReceipt("job_01", "m", 21, 9, "stop").sign(pair.node_identity)
+    coordinator_key = pair.coordinator_identity.public_key.raw
+    signed = UsageReceipt(coordinator_key, "job_01", "m", 21, 9, "stop").sign(pair.node_identity)
     inflated = Done(
         job_id="job_01",
         model="m",
@@ -184,15 +186,31 @@ def test_done_whose_usage_differs_from_the_signed_receipt_fails() -> None:
         pair.coordinator.receive(pair.node.send(inflated))
 
 
+def test_done_whose_receipt_names_another_coordinator_fails() -> None:
+    pair = established_pair()
+    elsewhere = UsageReceipt(COORDINATOR_KEY, "job_01", "m", 21, 9, "stop")
+    done = Done(
+        job_id="job_01",
+        model="m",
+        usage=Usage(prompt_tokens=21, completion_tokens=9),
+        finish_reason="stop",
+        timings=Timings(queue_ms=0, time_to_first_token_ms=None, total_ms=1),
+        receipt_signature=elsewhere.sign(pair.node_identity),
+    )
+    with pytest.raises(BadSignature):
+        pair.coordinator.receive(pair.node.send(done))
+
+
 @pytest.mark.parametrize(
     "field",
-    ["job_id", "model", "prompt_tokens", "completion_tokens", "finish_reason"],
+    ["coordinator_key", "job_id", "model", "prompt_tokens", "completion_tokens", "finish_reason"],
 )
 def test_a_receipt_changed_in_any_field_no_longer_verifies(field: str) -> None:
     identity = Identity.generate()
-    receipt = UsageReceipt("job_01", "m", 21, 9, "stop")
+    receipt = UsageReceipt(COORDINATOR_KEY, "job_01", "m", 21, 9, "stop")
     signature = receipt.sign(identity)
     changes: dict[str, object] = {
+        "coordinator_key": Identity.generate().public_key.raw,
         "job_id": "job_02",
         "model": "n",
         "prompt_tokens": 22,
@@ -200,6 +218,7 @@ def test_a_receipt_changed_in_any_field_no_longer_verifies(field: str) -> None:
         "finish_reason": "length",
     }
     fields = {
+        "coordinator_key": receipt.coordinator_key,
         "job_id": receipt.job_id,
         "model": receipt.model,
         "prompt_tokens": receipt.prompt_tokens,
@@ -434,6 +453,17 @@ def test_objects_over_the_decode_limits_fail(value: object, message: str) -> Non
     pair = handshake(new_pair(config=SessionConfig(limits=limits)))
     payload = envelope(pair, {"text": value})
     with pytest.raises(MalformedFrame, match=message):
+        pair.coordinator.receive(seal(pair, payload))
+
+
+def test_a_map_with_a_duplicate_key_fails() -> None:
+    """Last-key-wins decoders and strict decoders would read such a frame differently."""
+    pair = established_pair()
+    good = envelope(pair, {"job_id": "job_01", "index": 0, "text": "a", "tokens": 1})
+    # Re-encode the body map with "tokens" twice: fixmap of 5 entries instead of 4.
+    body_at = good.index(b"\x84\xa6job_id")
+    payload = good[:body_at] + b"\x85" + good[body_at + 1 :] + b"\xa6tokens\x63"
+    with pytest.raises(MalformedFrame, match="duplicate key"):
         pair.coordinator.receive(seal(pair, payload))
 
 
