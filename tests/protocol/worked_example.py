@@ -5,7 +5,10 @@ and exchange a ``job``, a ``chunk`` and a ``done`` frame, with fixed Ed25519 see
 "random" bytes for the nonce and the X25519 ephemeral keys, and a manual clock. The values a reader
 is invited to recompute (ids, transcript hashes, the X25519 secret, HKDF, MACs, the receipt) are
 recomputed here from the spec's description, independently of ``protocol/``, and checked against
-the frames the sessions produced, so the prose, the numbers and the code cannot drift apart.
+the frames the sessions produced, so the prose, the numbers and the code cannot drift apart. The
+handshake fields the spec constrains (the negotiated version in every envelope, the hello's
+audience and receive limit, the welcome's limits, acceptable Ed25519 keys) are checked the same
+way.
 
     python -m tests.protocol.worked_example           # print the section
     python -m tests.protocol.worked_example --write   # replace it in docs/protocol.md
@@ -49,7 +52,6 @@ from protocol import (
     NodeSession,
     Offer,
     SamplingParams,
-    SessionLimits,
     Timings,
     Usage,
     Welcome,
@@ -99,7 +101,7 @@ OFFER = Offer(
     price_input_micro_usd_per_1m=50_000,
     price_output_micro_usd_per_1m=150_000,
 )
-LIMITS = SessionLimits(max_frame_bytes=1_048_576, max_clock_skew_ms=60_000, max_jobs_in_flight=64)
+MAX_JOBS_IN_FLIGHT = 64
 JOB_ID = "job_01"
 CHUNK = Chunk(job_id=JOB_ID, index=0, text="Hello!", tokens=2, token_ids=[9906, 0])
 USAGE = Usage(prompt_tokens=12, completion_tokens=2)
@@ -110,6 +112,21 @@ HANDSHAKE_DOMAIN = b"shareai/v1 handshake\x00"
 SESSION_KEYS_INFO = b"shareai/v1 session keys"
 ID_DOMAIN = b"shareai/v1 id\x00"
 RECEIPT_DOMAIN = b"shareai/v1 usage-receipt\x00"
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 1_048_576
+DEFAULT_MAX_CLOCK_SKEW_MS = 60_000
+ED25519_FIELD_PRIME = 2**255 - 19
+# The y-coordinates of the small-order points of edwards25519, as the spec lists them (§3.1).
+SMALL_ORDER_Y = frozenset(
+    int.from_bytes(bytes.fromhex(encoded), "little")
+    for encoded in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
 SIGNED_KIND = 0x01
 SESSION_KIND = 0x02
 HEX_PER_LINE = 64
@@ -211,7 +228,9 @@ def run_session() -> Session:
     hello = record("hello", "node", node.hello(HARDWARE, [OFFER]))
     _require(isinstance(coordinator.receive(hello), Hello), "the coordinator reads the hello")
     welcome = coordinator.accept(
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS, limits=LIMITS, session_id=SESSION_ID
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        max_jobs_in_flight=MAX_JOBS_IN_FLIGHT,
+        session_id=SESSION_ID,
     )
     record("welcome", "coordinator", welcome)
     _require(isinstance(node.receive(welcome), Welcome), "the node reads the welcome")
@@ -272,7 +291,13 @@ def public_key_text(public_key: bytes) -> str:
     return "ed25519:" + base64.urlsafe_b64encode(public_key).decode("ascii").rstrip("=")
 
 
-def receipt_signing_bytes(done: dict[str, Any]) -> bytes:
+def acceptable_public_key(public_key: bytes) -> bool:
+    """§3.1: 32 bytes, y (the low 255 bits) canonical and not that of a small-order point."""
+    y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
+    return len(public_key) == 32 and y < ED25519_FIELD_PRIME and y not in SMALL_ORDER_Y
+
+
+def receipt_signing_bytes(coordinator_key: bytes, done: dict[str, Any]) -> bytes:
     job_id = done["job_id"].encode("ascii")
     model = done["model"].encode("utf-8")
     reason = done["finish_reason"].encode("ascii")
@@ -280,6 +305,7 @@ def receipt_signing_bytes(done: dict[str, Any]) -> bytes:
     return b"".join(
         (
             RECEIPT_DOMAIN,
+            coordinator_key,
             len(job_id).to_bytes(1, "big"),
             job_id,
             len(model).to_bytes(2, "big"),
@@ -488,6 +514,10 @@ def _section_inputs(session: Session) -> list[str]:
         and derive_id("nd_", node_key) == session.node.public_key.node_id,
         "id derivation",
     )
+    _require(
+        acceptable_public_key(coordinator_key) and acceptable_public_key(node_key),
+        "both Ed25519 public keys are canonical and not of small order",
+    )
     coordinator_ephemeral = _x25519_public(COORDINATOR_EPHEMERAL_PRIVATE)
     node_ephemeral = _x25519_public(NODE_EPHEMERAL_PRIVATE)
     node_id_digest = _sha256(ID_DOMAIN + node_key)
@@ -511,20 +541,74 @@ def _section_inputs(session: Session) -> list[str]:
         ("node X25519 ephemeral private key (its only random draw)", _code(NODE_EPHEMERAL_PRIVATE)),
         ("node X25519 ephemeral public key", _code(node_ephemeral)),
         ("session id (chosen by the coordinator)", f"`{SESSION_ID}`"),
+        (
+            "`welcome.heartbeat_interval_ms` (chosen by the coordinator)",
+            f"{HEARTBEAT_INTERVAL_MS} ms",
+        ),
+        (
+            "`welcome.limits.max_jobs_in_flight` (chosen by the coordinator)",
+            f"{MAX_JOBS_IN_FLIGHT}",
+        ),
         ("clock at the first frame", f"{session.start_ms} ms ({_utc(session.start_ms)})"),
     ]
     return [
         "### Inputs",
         "",
-        "Both sides run with the default `SessionConfig`, share one manual clock that advances"
-        f' {int(STEP_S * 1000)} ms after each frame, and draw their "random" bytes from the'
-        " values below.",
+        "Both sides run with the default `SessionConfig` (versions"
+        f" ({PROTOCOL_VERSION}), `max_frame_bytes` {DEFAULT_MAX_FRAME_BYTES:,},"
+        f" `max_clock_skew_ms` {DEFAULT_MAX_CLOCK_SKEW_MS:,}), share one manual clock that"
+        f' advances {int(STEP_S * 1000)} ms after each frame, and draw their "random" bytes from'
+        " the values below. So every frame is written with `v` ="
+        f" {PROTOCOL_VERSION}, the hello announces the node's receive limit"
+        f" (`max_frame_bytes` {DEFAULT_MAX_FRAME_BYTES:,}) and the welcome the coordinator's"
+        f" limits ({DEFAULT_MAX_FRAME_BYTES:,} bytes, {DEFAULT_MAX_CLOCK_SKEW_MS:,} ms).",
         "",
         "| input | value |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
         "",
     ]
+
+
+def _check_handshake_fields(session: Session) -> None:
+    """The handshake values §7 and §12 prescribe, read back from the frames as sent."""
+    frames = session.frames
+    envelopes = [_decode(frame.payload) for frame in frames]
+    _require(
+        all(envelope["v"] == PROTOCOL_VERSION for envelope in envelopes),
+        "every frame carries the negotiated version",
+    )
+    challenge, hello, welcome = (envelope["body"] for envelope in envelopes[:3])
+    coordinator_key = session.coordinator.public_key.raw
+    _require(
+        challenge["versions"] == [PROTOCOL_VERSION] and hello["version"] == PROTOCOL_VERSION,
+        "the node chooses the highest common version",
+    )
+    _require(
+        challenge["coordinator_key"] == hello["audience"] == coordinator_key,
+        "the challenge names and the hello addresses the coordinator's key",
+    )
+    _require(
+        hello["node_key"] == session.node.public_key.raw == frames[1].data[1:33],
+        "the hello names its signer",
+    )
+    _require(
+        hello["max_frame_bytes"] == DEFAULT_MAX_FRAME_BYTES,
+        "the hello announces the node's receive limit",
+    )
+    _require(
+        welcome["node_id"] == derive_id("nd_", hello["node_key"]),
+        "the welcome names the node id derived from hello.node_key",
+    )
+    _require(
+        welcome["limits"]
+        == {
+            "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES,
+            "max_clock_skew_ms": DEFAULT_MAX_CLOCK_SKEW_MS,
+            "max_jobs_in_flight": MAX_JOBS_IN_FLIGHT,
+        },
+        "the welcome announces the coordinator's own limits",
+    )
 
 
 def _section_signed_frame(session: Session, frame: Frame, prior: Sequence[Frame]) -> list[str]:
@@ -676,16 +760,31 @@ def _section_chunk(frame: Frame, key: bytes) -> list[str]:
 def _section_done(session: Session, frame: Frame, key: bytes) -> list[str]:
     lines = _section_session_frame(frame, key)
     body = _decode(frame.payload)["body"]
-    receipt = receipt_signing_bytes(body)
+    # The node signs for its pinned coordinator key: the one its hello named as audience.
+    coordinator_key = _decode(session.frames[1].payload)["body"]["audience"]
+    receipt = receipt_signing_bytes(coordinator_key, body)
     _require(
         _ed25519_verifies(session.node.public_key.raw, body["receipt_signature"], receipt),
         "the receipt signature verifies under the node key",
+    )
+    _require(
+        not _ed25519_verifies(
+            session.node.public_key.raw,
+            body["receipt_signature"],
+            receipt_signing_bytes(bytes(32), body),
+        ),
+        "the receipt signature is bound to the coordinator's key",
     )
     job_id, model = body["job_id"].encode("ascii"), body["model"].encode("utf-8")
     reason = body["finish_reason"].encode("ascii")
     usage = body["usage"]
     parts = [
         ("domain", RECEIPT_DOMAIN, "`shareai/v1 usage-receipt\\x00`"),
+        (
+            "coordinator public key",
+            coordinator_key,
+            "`hello.audience`, the node's pinned coordinator key",
+        ),
         ("u8 len(job_id)", len(job_id).to_bytes(1, "big"), str(len(job_id))),
         ("job_id", job_id, f"`{body['job_id']}`"),
         ("u16 len(model)", len(model).to_bytes(2, "big"), str(len(model))),
@@ -698,7 +797,9 @@ def _section_done(session: Session, frame: Frame, key: bytes) -> list[str]:
     return [
         *lines,
         f"The usage receipt the node signed ({len(receipt)} bytes; `receipt_signature` above is"
-        " its Ed25519 signature under the node key):",
+        " its Ed25519 signature under the node key). Its second field is the coordinator's"
+        " public key: the node writes its pinned coordinator key there, and the coordinator"
+        " rebuilds these bytes with its own key to verify the signature:",
         "",
         "| field | hex | value |",
         "|---|---|---|",
@@ -715,6 +816,7 @@ def render() -> str:
     session = run_session()
     frames = session.frames
     key_lines, coordinator_to_node, node_to_coordinator = _section_keys(frames)
+    _check_handshake_fields(session)
     lines = [*_section_inputs(session), "### Handshake", ""]
     for index in range(3):
         lines += _section_signed_frame(session, frames[index], frames[:index])
