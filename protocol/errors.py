@@ -17,8 +17,9 @@ Hierarchy::
     ├── StaleFrame                    4006  timestamp outside the allowed clock-skew window
     ├── UnexpectedMessage             4007  message not allowed in this state or direction
     ├── HandshakeTimeout              4008  handshake not finished before its deadline
-    ├── UnsupportedVersion            4009  no protocol version in common
-    ├── HandshakeMismatch             4010  nonce echo or audience does not match the challenge
+    ├── UnsupportedVersion            4009  an envelope's v is not accepted, or no common version
+    ├── HandshakeMismatch             4010  handshake fields disagree (nonce, audience, keys,
+    │                                       version, node id) or a degenerate X25519 key
     └── SessionClosed                 1000  the session object was used after it closed
 
 :class:`KeyFileError` (identity files) is not a wire error and has no close code.

@@ -8,7 +8,8 @@ Two frame kinds travel as websocket binary messages::
 ``payload`` is a msgpack map ``{"v", "type", "seq", "ts", "body"}``. A frame is authenticated over
 its exact bytes before the payload is decoded, and it is never re-encoded to verify anything.
 Decoding enforces the frame size first, then msgpack's per-object limits (string, binary, array
-and map lengths; ext types refused), then a nesting-depth limit, then the message schema.
+and map lengths; ext types and duplicate map keys refused), then a nesting-depth limit, then the
+message schema.
 """
 
 from __future__ import annotations

@@ -93,7 +93,11 @@ class PublicKey:
             raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
         except ValueError as exc:
             raise ValueError(f"public key is not valid base64url: {exc}") from None
-        return cls(raw)
+        key = cls(raw)
+        if key.to_text() != text:
+            # Rejects '+' and '/' and non-zero unused bits: one key, one spelling.
+            raise ValueError("public key is not canonical base64url")
+        return key
 
     def to_text(self) -> str:
         return _PUBLIC_KEY_TEXT_PREFIX + base64.urlsafe_b64encode(self.raw).decode().rstrip("=")

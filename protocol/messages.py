@@ -14,7 +14,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 __all__ = [
+    "MAX_FRAME_BYTES",
+    "MAX_SKEW_MS",
     "MESSAGE_TYPES",
+    "MIN_FRAME_BYTES",
+    "MIN_SKEW_MS",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Cancel",
@@ -60,6 +64,12 @@ DurationMs = Annotated[int, Field(ge=0, le=2**31 - 1)]
 UnixMs = Annotated[int, Field(ge=0, le=2**53)]
 MiB = Annotated[int, Field(ge=0, le=2**40)]
 MicroUsdPer1MTokens = Annotated[int, Field(ge=0, le=10**12)]
+MIN_FRAME_BYTES = 1024
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MIN_SKEW_MS = 1_000
+MAX_SKEW_MS = 600_000
+FrameBytes = Annotated[int, Field(ge=MIN_FRAME_BYTES, le=MAX_FRAME_BYTES)]
+SkewMs = Annotated[int, Field(ge=MIN_SKEW_MS, le=MAX_SKEW_MS)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 
 
@@ -117,8 +127,8 @@ class Offer(WireModel):
 class SessionLimits(WireModel):
     """Limits the coordinator sets for the session; the node must stay inside them."""
 
-    max_frame_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)]
-    max_clock_skew_ms: DurationMs
+    max_frame_bytes: FrameBytes
+    max_clock_skew_ms: SkewMs
     max_jobs_in_flight: Annotated[int, Field(ge=1, le=65_536)]
 
 
@@ -184,7 +194,7 @@ class Hello(Message):
     ephemeral_key: Bytes32
     version: Annotated[int, Field(ge=1, le=65_535)]
     agent_version: Annotated[str, Field(min_length=1, max_length=64)]
-    max_frame_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)]
+    max_frame_bytes: FrameBytes
     hardware: Hardware
     offers: Annotated[list[Offer], Field(max_length=256)]
 

@@ -63,6 +63,10 @@ from protocol.framing import (
 )
 from protocol.identity import Identity, PublicKey
 from protocol.messages import (
+    MAX_FRAME_BYTES,
+    MAX_SKEW_MS,
+    MIN_FRAME_BYTES,
+    MIN_SKEW_MS,
     SUPPORTED_VERSIONS,
     Cancel,
     Challenge,
@@ -123,6 +127,21 @@ class SessionConfig:
     max_clock_skew_ms: int = 60_000
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     supported_versions: tuple[int, ...] = SUPPORTED_VERSIONS
+
+    def __post_init__(self) -> None:
+        # Checked here, so a bad configuration fails at start-up, not mid-handshake.
+        if not 1 <= self.handshake_timeout_ms <= 2**31 - 1:
+            raise ValueError("handshake_timeout_ms must be between 1 and 2**31-1")
+        if not MIN_SKEW_MS <= self.max_clock_skew_ms <= MAX_SKEW_MS:
+            raise ValueError(f"max_clock_skew_ms must be between {MIN_SKEW_MS} and {MAX_SKEW_MS}")
+        if not MIN_FRAME_BYTES <= self.limits.max_frame_bytes <= MAX_FRAME_BYTES:
+            raise ValueError(
+                f"limits.max_frame_bytes must be between {MIN_FRAME_BYTES} and {MAX_FRAME_BYTES}"
+            )
+        if not self.supported_versions or not all(
+            1 <= v <= 65_535 for v in self.supported_versions
+        ):
+            raise ValueError("supported_versions must name at least one version in 1..65535")
 
 
 class _Session(ABC):
@@ -241,12 +260,20 @@ class _Session(ABC):
     # -- handshake helpers -----------------------------------------------------------------------
 
     def _seal_signed(self, message: Message) -> bytes:
-        payload = encode_envelope(message, self._next_send_seq(), self._now_ms(), self.version)
+        """Sign a handshake frame; ValueError (nothing consumed) if the peer can't take it."""
+        payload = encode_envelope(message, self._send_seq, self._now_ms(), self.version)
         signature = self.identity.sign(
             handshake_signing_input(tuple(self._handshake_payloads), payload)
         )
+        frame = b"".join((bytes((SIGNED_FRAME,)), self.identity.public_key.raw, payload, signature))
+        if len(frame) > self.peer_max_frame_bytes:
+            raise ValueError(
+                f"{message.TYPE} frame of {len(frame)} bytes exceeds the peer's limit of"
+                f" {self.peer_max_frame_bytes}"
+            )
+        self._next_send_seq()
         self._handshake_payloads.append(payload)
-        return b"".join((bytes((SIGNED_FRAME,)), self.identity.public_key.raw, payload, signature))
+        return frame
 
     def _open_signed(
         self, frame: bytes, signer: PublicKey | None, expected: tuple[type[_M], ...]
@@ -422,7 +449,11 @@ class CoordinatorSession(_Session):
         return frame
 
     def reject(self, code: RejectCode, message: str, retry_after_ms: int | None = None) -> bytes:
-        """Refuse the node: the signed reject frame. Close the websocket with code 4011 after it."""
+        """Refuse the node: the signed reject frame. Close the websocket with code 4011 after it.
+
+        Keep ``message`` short: the frame must fit the node's announced ``max_frame_bytes``
+        (ValueError otherwise, and the session stays undecided).
+        """
         self._require_state(SessionState.AWAIT_DECISION)
         self.check_deadline()
         frame = self._seal_signed(Reject(code=code, message=message, retry_after_ms=retry_after_ms))

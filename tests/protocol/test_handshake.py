@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from protocol import (
@@ -366,3 +368,32 @@ def test_reject_after_the_deadline_times_out() -> None:
     pair.clock.advance(2)
     with pytest.raises(HandshakeTimeout):
         pair.coordinator.reject("overloaded", "later")
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (lambda: SessionConfig(handshake_timeout_ms=0), "handshake_timeout_ms"),
+        (lambda: SessionConfig(max_clock_skew_ms=0), "max_clock_skew_ms"),
+        (lambda: SessionConfig(max_clock_skew_ms=3_600_000), "max_clock_skew_ms"),
+        (lambda: SessionConfig(limits=DecodeLimits(max_frame_bytes=100)), "max_frame_bytes"),
+        (lambda: SessionConfig(supported_versions=()), "supported_versions"),
+    ],
+)
+def test_a_bad_session_config_fails_when_it_is_made(
+    config: Callable[[], SessionConfig], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        config()
+
+
+def test_a_reject_too_large_for_the_node_is_refused_without_consuming_anything() -> None:
+    pair = new_pair()
+    pair.node.config = SessionConfig(limits=DecodeLimits(max_frame_bytes=1024))
+    pair.node.receive(pair.coordinator.start())
+    pair.coordinator.receive(pair.node.hello(sample_hardware(), []))
+    with pytest.raises(ValueError, match="exceeds the peer's limit of 1024"):
+        pair.coordinator.reject("suspended", "é" * 1000)
+    assert pair.coordinator.state is SessionState.AWAIT_DECISION
+    reject = pair.node.receive(pair.coordinator.reject("suspended", "suspended by the operator"))
+    assert isinstance(reject, Reject)

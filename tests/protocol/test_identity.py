@@ -104,6 +104,8 @@ def test_public_key_text_form_round_trips() -> None:
         ("rsa:AAAA", "must start with 'ed25519:'"),
         ("ed25519:!!!!", "not valid base64url"),
         ("ed25519:AAAA", "is 32 bytes, got 3"),
+        # The same bytes as a valid key, spelled with '+' and '/' instead of '-' and '_'.
+        ("ed25519:" + "+/" * 21 + "A", "not canonical base64url"),
     ],
 )
 def test_public_key_text_form_rejects_bad_input(text: str, message: str) -> None:

@@ -188,6 +188,14 @@ def test_wrong_size_keys_fail() -> None:
         parse("challenge", body)
 
 
+@pytest.mark.parametrize("skew_ms", [0, 999, 600_001])
+def test_welcome_skew_window_out_of_range_fails(skew_ms: int) -> None:
+    body = HANDSHAKE_MESSAGES[2].model_dump()
+    body["limits"]["max_clock_skew_ms"] = skew_ms
+    with pytest.raises(InvalidMessage, match=r"invalid welcome: limits\.max_clock_skew_ms"):
+        parse("welcome", body)
+
+
 def test_unknown_reject_code_fails() -> None:
     with pytest.raises(InvalidMessage, match="invalid reject: code"):
         parse("reject", {"code": "go_away", "message": "", "retry_after_ms": None})
