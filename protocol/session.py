@@ -51,6 +51,7 @@ from protocol.errors import (
 )
 from protocol.framing import (
     SESSION_FRAME,
+    SESSION_HEADER_BYTES,
     SIGNED_FRAME,
     SIGNED_HEADER_BYTES,
     DecodeLimits,
@@ -248,7 +249,9 @@ class _Session(ABC):
         if not hmac.compare_digest(mac, expected_mac):
             raise AuthenticationFailed("frame MAC does not verify under this session's key")
         self._check_seq(seq)
-        envelope = decode_envelope(header_and_payload[9:], limits, (self.version,))
+        envelope = decode_envelope(
+            header_and_payload[SESSION_HEADER_BYTES:], limits, (self.version,)
+        )
         if envelope.seq != seq:
             raise SequenceViolation(f"envelope seq {envelope.seq} differs from frame seq {seq}")
         self._check_timestamp(envelope)
