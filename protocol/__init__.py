@@ -5,6 +5,7 @@ specification this package implements.
 """
 
 from protocol.clock import Clock, ManualClock, SystemClock
+from protocol.enrollment import EnrollmentStatement
 from protocol.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -73,6 +74,7 @@ __all__ = [
     "DecodeLimits",
     "Done",
     "Drain",
+    "EnrollmentStatement",
     "Failed",
     "FrameTooLarge",
     "GpuInfo",
