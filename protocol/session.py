@@ -376,6 +376,7 @@ class CoordinatorSession(_Session):
         self._nonce = self._random_bytes(32)
         self.hello: Hello | None = None
         self.node_key: PublicKey | None = None
+        self.session_id = ""
 
     @property
     def node_id(self) -> str:
@@ -448,6 +449,7 @@ class CoordinatorSession(_Session):
             ),
         )
         frame = self._seal_signed(welcome)
+        self.session_id = welcome.session_id
         self.state = SessionState.ESTABLISHED
         return frame
 

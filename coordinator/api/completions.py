@@ -1,0 +1,264 @@
+"""``/v1/chat/completions`` and ``/v1/completions``: requests in, node output out (JSON or SSE).
+
+Streaming responses wait a short grace period for the first output before sending headers, so
+a request that cannot start (unknown model, no capacity, every node failed) still gets its real
+HTTP status. If the first token takes longer, headers go out and SSE keep-alive comments follow
+until output arrives; a failure after that is an ``error`` event, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.response import Response, Stream
+
+from coordinator.api.errors import ApiError, error_body
+from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest
+from coordinator.hub.dispatch import (
+    DeadlineExceeded,
+    Dispatcher,
+    DispatchError,
+    JobRejected,
+    NoCapacity,
+    NodesFailed,
+    Output,
+    UnknownModel,
+)
+from protocol import ChatMessage, Chunk, Done, Job, SamplingParams
+
+__all__ = ["CompletionSettings", "build_job", "respond"]
+
+_KEEPALIVE = b": keep-alive\n\n"
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionSettings:
+    default_max_tokens: int = 1024
+    request_timeout_s: float = 300.0
+    first_output_grace_s: float = 10.0
+    keepalive_interval_s: float = 5.0
+
+
+def build_job(body: ChatCompletionRequest | CompletionRequest, settings: CompletionSettings) -> Job:
+    sampling = SamplingParams(
+        max_tokens=body.output_limit(settings.default_max_tokens),
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        stop=body.stop_list(),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+    )
+    common: dict[str, Any] = {
+        "job_id": f"job_{secrets.token_hex(12)}",
+        "model": body.model,
+        "sampling": sampling,
+        "deadline_ms": int((time.time() + settings.request_timeout_s) * 1000),
+    }
+    if isinstance(body, ChatCompletionRequest):
+        messages = [ChatMessage(role=m.role, content=m.text(), name=m.name) for m in body.messages]
+        return Job(kind="chat", messages=messages, prompt=None, **common)
+    return Job(kind="completion", messages=None, prompt=body.prompt, **common)
+
+
+def _as_api_error(error: DispatchError) -> ApiError:
+    if isinstance(error, UnknownModel):
+        return ApiError(404, str(error), code="model_not_found", param="model")
+    if isinstance(error, NoCapacity):
+        return ApiError(503, str(error), code="no_capacity")
+    if isinstance(error, JobRejected):
+        return ApiError(400, str(error), code=error.code)
+    if isinstance(error, DeadlineExceeded):
+        return ApiError(504, str(error), code="timeout")
+    if isinstance(error, NodesFailed):
+        return ApiError(502, f"every node tried failed: {error}", code="upstream_failed")
+    return ApiError(500, str(error))
+
+
+class _Shape:
+    """How a chat or a text completion looks on the wire."""
+
+    def __init__(self, job: Job, chat: bool) -> None:
+        self.chat = chat
+        self.id = ("chatcmpl-" if chat else "cmpl-") + job.job_id.removeprefix("job_")
+        self.model = job.model
+        self.created = int(time.time())
+
+    def _envelope(self, streaming: bool) -> dict[str, Any]:
+        kind = "chat.completion" if self.chat else "text_completion"
+        return {
+            "id": self.id,
+            "object": kind + (".chunk" if streaming and self.chat else ""),
+            "created": self.created,
+            "model": self.model,
+        }
+
+    def delta(self, text: str, first: bool) -> dict[str, Any]:
+        if self.chat:
+            delta: dict[str, Any] = {"content": text}
+            if first:
+                delta["role"] = "assistant"
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+        return {**self._envelope(True), "choices": [choice]}
+
+    def finish(self, finish_reason: str) -> dict[str, Any]:
+        body = self.delta("", first=False)
+        body["choices"][0]["finish_reason"] = finish_reason
+        if self.chat:
+            body["choices"][0]["delta"] = {}
+        return body
+
+    def usage_chunk(self, done: Done) -> dict[str, Any]:
+        return {**self._envelope(True), "choices": [], "usage": _usage(done)}
+
+    def whole(self, text: str, done: Done) -> dict[str, Any]:
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": done.finish_reason,
+            }
+        else:
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": done.finish_reason,
+            }
+        return {**self._envelope(False), "choices": [choice], "usage": _usage(done)}
+
+
+def _usage(done: Done) -> dict[str, int]:
+    prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def respond(
+    dispatcher: Dispatcher,
+    job: Job,
+    *,
+    chat: bool,
+    stream: bool,
+    include_usage: bool,
+    settings: CompletionSettings,
+    headers: dict[str, str],
+) -> Response[Any]:
+    shape = _Shape(job, chat)
+    events = dispatcher.stream(job)
+    if not stream:
+        return await _whole_response(events, shape, headers)
+    first = asyncio.ensure_future(anext(events))
+    try:
+        await asyncio.wait_for(asyncio.shield(first), settings.first_output_grace_s)
+    except TimeoutError:
+        pass  # slow first token: commit headers now, keep the connection alive while waiting
+    except DispatchError as error:
+        await events.aclose()
+        raise _as_api_error(error) from None
+    except BaseException:
+        first.cancel()
+        await events.aclose()
+        raise
+    return Stream(
+        _sse_stream(events, first, shape, include_usage, settings),
+        media_type="text/event-stream",
+        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def _whole_response(
+    events: AsyncGenerator[tuple[str, Output], None], shape: _Shape, headers: dict[str, str]
+) -> Response[Any]:
+    parts: list[str] = []
+    try:
+        async for node_id, event in events:
+            headers["x-shareai-node"] = node_id
+            if isinstance(event, Chunk):
+                parts.append(event.text)
+            elif isinstance(event, Done):
+                return Response(shape.whole("".join(parts), event), headers=headers)
+            else:
+                raise ApiError(502, f"the node failed mid-answer: {event.message}", code=event.code)
+    except DispatchError as error:
+        raise _as_api_error(error) from None
+    finally:
+        await events.aclose()
+    raise ApiError(502, "the node ended the answer without finishing it", code="upstream_failed")
+
+
+def _render(
+    event: Output, shape: _Shape, include_usage: bool, *, first: bool
+) -> tuple[list[bytes], bool]:
+    """The SSE frames for one event, and whether the stream ends with it."""
+    if isinstance(event, Chunk):
+        return ([_sse(shape.delta(event.text, first=first))] if event.text else []), False
+    if isinstance(event, Done):
+        frames = [_sse(shape.finish(event.finish_reason))]
+        if include_usage:
+            frames.append(_sse(shape.usage_chunk(event)))
+        return frames, True
+    message = f"the node failed mid-answer: {event.message}"
+    return [_sse(error_body(502, message, event.code, None))], True
+
+
+async def _sse_stream(
+    events: AsyncGenerator[tuple[str, Output], None],
+    first: asyncio.Future[tuple[str, Output]],
+    shape: _Shape,
+    include_usage: bool,
+    settings: CompletionSettings,
+) -> AsyncIterator[bytes]:
+    sent_first = False
+    pending: asyncio.Future[tuple[str, Output]] | None = first
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=settings.keepalive_interval_s)
+                if done:
+                    break
+                yield _KEEPALIVE
+            try:
+                _, event = pending.result()
+            except StopAsyncIteration:
+                break
+            except DispatchError as error:
+                api_error = _as_api_error(error)
+                yield _sse(error_body(api_error.status, api_error.message, api_error.code, None))
+                break
+            pending = None
+            frames, finished = _render(event, shape, include_usage, first=not sent_first)
+            for frame in frames:
+                yield frame
+            sent_first = sent_first or bool(frames)
+            if finished:
+                break
+        yield _DONE
+    finally:
+        # The customer may have gone away mid-wait: stop waiting, then close the dispatch, which
+        # cancels the job on its node.
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await events.aclose()

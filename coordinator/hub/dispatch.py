@@ -1,0 +1,199 @@
+"""Sending one request to a node, with failover before the first token.
+
+:meth:`Dispatcher.stream` yields the job's output events. Before anything is yielded it may try
+several nodes: a node that refuses, fails or disconnects before its first chunk is replaced by
+the next candidate (transparent to the customer). Once output has been yielded, a failure ends
+the stream with :class:`StreamBroken`. Closing the generator early (the customer went away)
+cancels the job on its node.
+
+Errors raised before the first event::
+
+    DispatchError
+    ├── UnknownModel        no live node offers the model                      (404)
+    ├── NoCapacity          nodes offer it but none has a free slot            (503)
+    ├── JobRejected         the node says the request itself is bad            (400)
+    ├── NodesFailed         every node tried failed before its first token     (502)
+    └── DeadlineExceeded    the request's deadline passed before output        (504)
+
+Node choice is deliberately simple for now (cheapest live node with a free slot); the scheduler
+issue replaces :meth:`NodeRegistry.candidates` with the real policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from coordinator.hub.nodes import LiveNode, NodeGone, NodeRegistry
+from protocol import Chunk, Done, Failed, Job, JobAccepted, JobRefused
+
+__all__ = [
+    "DeadlineExceeded",
+    "DispatchError",
+    "Dispatcher",
+    "JobRejected",
+    "NoCapacity",
+    "NodesFailed",
+    "Output",
+    "StreamBroken",
+    "UnknownModel",
+]
+
+_NOT_RETRYABLE_FAILURES = frozenset({"invalid_request", "context_length_exceeded"})
+_NOT_RETRYABLE_REFUSALS = frozenset({"invalid_request", "context_length_exceeded"})
+
+
+class DispatchError(Exception):
+    """A request could not be started on any node."""
+
+
+class UnknownModel(DispatchError):
+    pass
+
+
+class NoCapacity(DispatchError):
+    pass
+
+
+class JobRejected(DispatchError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NodesFailed(DispatchError):
+    pass
+
+
+class DeadlineExceeded(DispatchError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBroken:
+    """The node failed after output reached the customer; the stream ends here."""
+
+    code: str
+    message: str
+
+
+Output = Chunk | Done | StreamBroken
+
+
+class Dispatcher:
+    def __init__(self, registry: NodeRegistry, *, max_attempts: int = 3) -> None:
+        self.registry = registry
+        self.max_attempts = max_attempts
+
+    async def stream(self, job: Job) -> AsyncGenerator[tuple[str, Output], None]:
+        """Yield ``(node_id, event)`` for ``job`` until a Done or StreamBroken (see module doc)."""
+        tried: set[str] = set()
+        failures: list[str] = []
+        while True:
+            node = self._next_node(job.model, tried, failures)
+            tried.add(node.node_id)
+            outcome = _Attempt(node, job)
+            try:
+                first = await outcome.start()
+                if isinstance(first, str):
+                    failures.append(f"{node.node_id}: {first}")
+                    if len(tried) >= self.max_attempts:
+                        raise NodesFailed("; ".join(failures))
+                    continue
+                yield node.node_id, first
+                if isinstance(first, Done):
+                    return
+                async for event in outcome.rest():
+                    yield node.node_id, event
+                return
+            finally:
+                await outcome.release()
+
+    def _next_node(self, model: str, tried: set[str], failures: list[str]) -> LiveNode:
+        candidates = self.registry.candidates(model, tried)
+        if candidates:
+            return candidates[0]
+        if failures:
+            raise NodesFailed("; ".join(failures))
+        if not self.registry.serves(model):
+            raise UnknownModel(f"no node serves the model {model!r}")
+        raise NoCapacity(f"every node serving {model!r} is busy; retry shortly")
+
+
+class _Attempt:
+    """One job on one node."""
+
+    def __init__(self, node: LiveNode, job: Job) -> None:
+        self.node = node
+        self.job = job
+        self.finished = False
+        node.in_flight[job.model] = node.in_flight.get(job.model, 0) + 1
+        self.stream = node.link.open_job(job.job_id)
+
+    def _remaining_s(self) -> float:
+        return max(0.0, self.job.deadline_ms / 1000 - time.time())
+
+    async def start(self) -> Chunk | Done | str:
+        """Send the job and wait for its first output; a string says why it failed over."""
+        try:
+            await self.node.link.send(self.job)
+        except Exception as error:
+            self.finished = True
+            return f"send failed: {error}"
+        while True:
+            try:
+                async with asyncio.timeout(self._remaining_s()):
+                    event = await self.stream.next()
+            except TimeoutError:
+                raise DeadlineExceeded("no output before the request deadline") from None
+            if isinstance(event, JobAccepted):
+                continue
+            if isinstance(event, (Chunk, Done)):
+                self.finished = isinstance(event, Done)
+                return event
+            self.finished = True
+            if isinstance(event, JobRefused):
+                if event.reason in _NOT_RETRYABLE_REFUSALS:
+                    raise JobRejected(event.reason, event.message)
+                return f"refused ({event.reason}): {event.message}"
+            if isinstance(event, Failed):
+                if event.code in _NOT_RETRYABLE_FAILURES:
+                    raise JobRejected(event.code, event.message)
+                return f"failed ({event.code}): {event.message}"
+            return f"disconnected: {event.reason}"
+
+    async def rest(self) -> AsyncIterator[Output]:
+        while True:
+            try:
+                async with asyncio.timeout(self._remaining_s()):
+                    event = await self.stream.next()
+            except TimeoutError:
+                yield StreamBroken("timeout", "the request deadline passed during generation")
+                return
+            if isinstance(event, Chunk):
+                yield event
+            elif isinstance(event, Done):
+                self.finished = True
+                yield event
+                return
+            elif isinstance(event, Failed):
+                self.finished = True
+                yield StreamBroken(event.code, event.message)
+                return
+            elif isinstance(event, NodeGone):
+                self.finished = True
+                yield StreamBroken("node_disconnected", event.reason)
+                return
+
+    async def release(self) -> None:
+        model = self.job.model
+        self.node.in_flight[model] = max(0, self.node.in_flight.get(model, 0) - 1)
+        if self.finished:
+            self.node.link.finish_job(self.job.job_id)
+        else:
+            try:
+                await self.node.link.cancel_job(self.job.job_id, "request ended")
+            except Exception:
+                self.node.link.finish_job(self.job.job_id)

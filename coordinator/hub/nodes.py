@@ -1,0 +1,230 @@
+"""Live nodes and their links: who is connected, what they serve, and the jobs running on them.
+
+A :class:`NodeLink` owns one node's websocket after the handshake: it seals messages through the
+node's :class:`~protocol.CoordinatorSession` and routes received job messages to the
+:class:`JobStream` of their job. The :class:`NodeRegistry` is the in-memory view of the network
+the dispatcher chooses from. Everything here runs on one event loop; no locks beyond the
+websocket write lock are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from protocol import (
+    Cancel,
+    Chunk,
+    CoordinatorSession,
+    Done,
+    Failed,
+    Hardware,
+    Heartbeat,
+    JobAccepted,
+    JobRefused,
+    Message,
+    Offer,
+)
+
+__all__ = [
+    "JobEvent",
+    "JobStream",
+    "LiveNode",
+    "ModelSummary",
+    "NodeGone",
+    "NodeLink",
+    "NodeRegistry",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGone:
+    """The node's session ended while the job was open."""
+
+    reason: str
+
+
+JobEvent = JobAccepted | JobRefused | Chunk | Done | Failed | NodeGone
+
+
+class JobStream:
+    """The events of one job on one node, in order."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+
+    def put(self, event: JobEvent) -> None:
+        self._queue.put_nowait(event)
+
+    async def next(self) -> JobEvent:
+        return await self._queue.get()
+
+
+class NodeLink:
+    """One node's established session: sending frames and routing what comes back."""
+
+    def __init__(
+        self,
+        session: CoordinatorSession,
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+    ) -> None:
+        self.session = session
+        self._send_bytes = send_bytes
+        self._close = close
+        self._write_lock = asyncio.Lock()
+        self._jobs: dict[str, JobStream] = {}
+        # Jobs cancelled by us: late chunks for them are expected and dropped, not violations.
+        self._cancelled: set[str] = set()
+        self.closed = False
+
+    async def send(self, message: Message) -> None:
+        frame = self.session.send(message)
+        async with self._write_lock:
+            await self._send_bytes(frame)
+
+    def open_job(self, job_id: str) -> JobStream:
+        stream = JobStream(job_id)
+        self._jobs[job_id] = stream
+        return stream
+
+    def finish_job(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    async def cancel_job(self, job_id: str, reason: str) -> None:
+        """Tell the node to stop ``job_id``; later frames for it are dropped."""
+        if self._jobs.pop(job_id, None) is None or self.closed:
+            return
+        self._cancelled.add(job_id)
+        await self.send(Cancel(job_id=job_id, reason=reason))
+
+    def route(self, message: JobAccepted | JobRefused | Chunk | Done | Failed) -> bool:
+        """Deliver a job message; False when the job is unknown (a protocol violation)."""
+        stream = self._jobs.get(message.job_id)
+        if stream is None:
+            if message.job_id in self._cancelled:
+                if isinstance(message, (Done, Failed)):
+                    self._cancelled.discard(message.job_id)
+                return True
+            return False
+        stream.put(message)
+        if isinstance(message, (Done, Failed, JobRefused)):
+            self._jobs.pop(message.job_id, None)
+        return True
+
+    def fail_open_jobs(self, reason: str) -> None:
+        """The session ended: every open job learns it now."""
+        self.closed = True
+        for stream in self._jobs.values():
+            stream.put(NodeGone(reason))
+        self._jobs.clear()
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            await self._close(code, reason)
+
+
+@dataclass
+class LiveNode:
+    """A connected, admitted node."""
+
+    node_id: str
+    provider_account_id: str
+    session_id: str
+    agent_version: str
+    hardware: Hardware
+    offers: dict[str, Offer]
+    link: NodeLink
+    connected_at_s: float = field(default_factory=time.time)
+    last_seen_s: float = field(default_factory=time.monotonic)
+    heartbeat: Heartbeat | None = None
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    def free_slots(self, model: str) -> int:
+        offer = self.offers.get(model)
+        if offer is None:
+            return 0
+        return offer.max_concurrency - self.in_flight.get(model, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    model: str
+    nodes: int
+    context_length: int
+    min_price_input_micro_usd_per_1m: int
+    min_price_output_micro_usd_per_1m: int
+    median_price_input_micro_usd_per_1m: int
+    median_price_output_micro_usd_per_1m: int
+
+
+class NodeRegistry:
+    """The live network, as the dispatcher and the models endpoint see it."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, LiveNode] = {}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, node_id: str) -> LiveNode | None:
+        return self._nodes.get(node_id)
+
+    def add(self, node: LiveNode) -> LiveNode | None:
+        """Register ``node``; returns the previous session of the same node, if any."""
+        previous = self._nodes.get(node.node_id)
+        self._nodes[node.node_id] = node
+        return previous
+
+    def remove(self, node: LiveNode) -> None:
+        if self._nodes.get(node.node_id) is node:
+            del self._nodes[node.node_id]
+
+    def all(self) -> list[LiveNode]:
+        return list(self._nodes.values())
+
+    def candidates(self, model: str, exclude: set[str]) -> list[LiveNode]:
+        """Nodes serving ``model`` with a free slot, cheapest first (then least loaded)."""
+        serving = [
+            node
+            for node in self._nodes.values()
+            if node.node_id not in exclude and node.free_slots(model) > 0
+        ]
+        return sorted(
+            serving,
+            key=lambda node: (
+                node.offers[model].price_input_micro_usd_per_1m
+                + node.offers[model].price_output_micro_usd_per_1m,
+                node.in_flight.get(model, 0),
+            ),
+        )
+
+    def serves(self, model: str) -> bool:
+        return any(model in node.offers for node in self._nodes.values())
+
+    def summaries(self) -> list[ModelSummary]:
+        offers_by_model: dict[str, list[Offer]] = {}
+        for node in self._nodes.values():
+            for model, offer in node.offers.items():
+                offers_by_model.setdefault(model, []).append(offer)
+        summaries = []
+        for model in sorted(offers_by_model):
+            offers = offers_by_model[model]
+            inputs = [o.price_input_micro_usd_per_1m for o in offers]
+            outputs = [o.price_output_micro_usd_per_1m for o in offers]
+            summaries.append(
+                ModelSummary(
+                    model=model,
+                    nodes=len(offers),
+                    context_length=max(o.context_length for o in offers),
+                    min_price_input_micro_usd_per_1m=min(inputs),
+                    min_price_output_micro_usd_per_1m=min(outputs),
+                    median_price_input_micro_usd_per_1m=int(statistics.median_low(inputs)),
+                    median_price_output_micro_usd_per_1m=int(statistics.median_low(outputs)),
+                )
+            )
+        return summaries
