@@ -1,0 +1,256 @@
+"""Accounts, API keys and credits.
+
+Every function takes an :class:`~sqlalchemy.ext.asyncio.AsyncSession` and works inside the
+caller's transaction: it flushes, never commits, so several calls can form one unit of work.
+The caller owns the transaction::
+
+    async with sessions.begin() as session:  # commits at the end, rolls back on an exception
+        account, raw_key = await create_account(session, Role.CUSTOMER, "Ada")
+
+Times default to the wall clock; pass ``now_ms`` (unix milliseconds) to pin them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator.accounts.errors import (
+    AccountNotFound,
+    AmbiguousKeyPrefix,
+    InvalidAccountInput,
+    KeyNotFound,
+)
+from coordinator.accounts.keys import (
+    API_KEY_PREFIX,
+    generate_api_key,
+    hash_api_key,
+    is_well_formed_api_key,
+    key_display_prefix,
+    random_id,
+)
+from coordinator.db.models import Account, ApiKey, Role
+from coordinator.money import MAX_AMOUNT_MICRO_USD, format_usd
+
+__all__ = [
+    "MAX_NAME_CHARS",
+    "Principal",
+    "add_credits",
+    "authenticate",
+    "create_account",
+    "get_account",
+    "issue_api_key",
+    "list_accounts",
+    "list_api_keys",
+    "revoke_key",
+]
+
+MAX_NAME_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request is from: the account behind a valid, unrevoked API key."""
+
+    account_id: str
+    role: Role
+    key_id: str
+
+
+def _wall_clock_ms() -> int:
+    """Wall-clock unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _checked_role(role: Role | str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        choices = ", ".join(member.value for member in Role)
+        raise InvalidAccountInput(f"unknown role {role!r}: choose one of {choices}") from None
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidAccountInput("an account name must not be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidAccountInput(f"an account name has at most {MAX_NAME_CHARS} characters")
+    if not name.isprintable():
+        raise InvalidAccountInput("an account name must not contain control characters")
+    return name
+
+
+def _checked_micro_usd(micro_usd: int, *, allow_zero: bool) -> int:
+    # bool is an int subclass; True micro-dollars is a bug, not an amount.
+    if not isinstance(micro_usd, int) or isinstance(micro_usd, bool):
+        raise InvalidAccountInput(f"an amount is an integer of micro-USD, not {micro_usd!r}")
+    low = 0 if allow_zero else 1
+    if not low <= micro_usd <= MAX_AMOUNT_MICRO_USD:
+        raise InvalidAccountInput(
+            f"an amount must be {low} to {MAX_AMOUNT_MICRO_USD} micro-USD"
+            f" ({format_usd(low)} to {format_usd(MAX_AMOUNT_MICRO_USD)} USD), got {micro_usd}"
+        )
+    return micro_usd
+
+
+async def get_account(session: AsyncSession, account_id: str) -> Account:
+    """The account ``account_id``. Raises :class:`AccountNotFound`."""
+    account = await session.get(Account, account_id)
+    if account is None:
+        raise AccountNotFound(f"no account {account_id!r}")
+    return account
+
+
+async def create_account(
+    session: AsyncSession,
+    role: Role | str,
+    name: str,
+    credits_micro_usd: int = 0,
+    *,
+    now_ms: int | None = None,
+) -> tuple[Account, str]:
+    """Create an account and its first API key; return the account and the raw key.
+
+    The raw key exists only in the return value: show it once, it cannot be recovered. ``name``
+    is stripped; raises :class:`InvalidAccountInput` for an unknown role, an empty, over-long
+    or control-character name, or credits outside 0..MAX_AMOUNT_MICRO_USD.
+    """
+    at_ms = now_ms if now_ms is not None else _wall_clock_ms()
+    account = Account(
+        id=random_id("acc_"),
+        role=_checked_role(role),
+        name=_checked_name(name),
+        balance_micro_usd=_checked_micro_usd(credits_micro_usd, allow_zero=True),
+        created_at_ms=at_ms,
+    )
+    session.add(account)
+    await session.flush()  # the key's foreign key needs the account row first
+    raw_key = await issue_api_key(session, account.id, now_ms=at_ms)
+    return account, raw_key
+
+
+async def issue_api_key(
+    session: AsyncSession, account_id: str, *, now_ms: int | None = None
+) -> str:
+    """A new API key for ``account_id``; returns the raw key (shown once, stored as a hash).
+
+    Raises :class:`AccountNotFound`.
+    """
+    await get_account(session, account_id)
+    raw_key = generate_api_key()
+    session.add(
+        ApiKey(
+            id=random_id("key_"),
+            account_id=account_id,
+            prefix=key_display_prefix(raw_key),
+            key_hash=hash_api_key(raw_key),
+            created_at_ms=now_ms if now_ms is not None else _wall_clock_ms(),
+        )
+    )
+    await session.flush()
+    return raw_key
+
+
+async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
+    """The principal of ``raw_key``, or None for a malformed, unknown or revoked key.
+
+    Looks the key up by its SHA-256 (an indexed equality), so the time taken does not depend on
+    how close a guess is. Read-only: it does not record ``last_used_at_ms``.
+    """
+    if not is_well_formed_api_key(raw_key):
+        return None
+    digest = hash_api_key(raw_key)
+    row = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.key_hash, Account.id, Account.role)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(ApiKey.key_hash == digest, ApiKey.revoked_at_ms.is_(None))
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    key_id, stored_hash, account_id, role = row
+    # The index already matched the hash; compare again without an early exit all the same,
+    # so no future change of the lookup can turn this into a byte-by-byte timing oracle.
+    if not hmac.compare_digest(bytes(stored_hash), digest):
+        return None
+    return Principal(account_id=account_id, role=role, key_id=key_id)
+
+
+async def revoke_key(
+    session: AsyncSession, key_id_or_prefix: str, *, now_ms: int | None = None
+) -> ApiKey:
+    """Revoke one key, named by its id (``key_...``), its prefix (``sk-sai-XXXXXXXX``) or the
+    raw key itself; return it. Revoking a revoked key changes nothing (its time is kept).
+
+    Raises :class:`KeyNotFound`, or :class:`AmbiguousKeyPrefix` when a prefix names several
+    keys (then use the key id).
+    """
+    if key_id_or_prefix.startswith("key_"):
+        condition = ApiKey.id == key_id_or_prefix
+    elif is_well_formed_api_key(key_id_or_prefix):
+        condition = ApiKey.key_hash == hash_api_key(key_id_or_prefix)
+    elif key_id_or_prefix.startswith(API_KEY_PREFIX):
+        condition = ApiKey.prefix == key_id_or_prefix
+    else:
+        raise KeyNotFound(
+            f"{key_id_or_prefix!r} is neither a key id (key_...) nor a key prefix (sk-sai-...)"
+        )
+    keys = list((await session.scalars(select(ApiKey).where(condition).limit(10))).all())
+    if not keys:
+        raise KeyNotFound(f"no API key {key_id_or_prefix!r}")
+    if len(keys) > 1:
+        ids = ", ".join(sorted(key.id for key in keys))
+        raise AmbiguousKeyPrefix(
+            f"prefix {key_id_or_prefix!r} matches several keys ({ids}): give the key id"
+        )
+    key = keys[0]
+    if key.revoked_at_ms is None:
+        key.revoked_at_ms = now_ms if now_ms is not None else _wall_clock_ms()
+        await session.flush()
+    return key
+
+
+async def add_credits(session: AsyncSession, account_id: str, micro_usd: int) -> int:
+    """Add ``micro_usd`` (> 0) to the account's balance in one atomic UPDATE; return the new
+    balance. Concurrent calls never lose an addition.
+
+    Raises :class:`InvalidAccountInput` for a non-positive or too large amount,
+    :class:`AccountNotFound` for an unknown account.
+    """
+    amount = _checked_micro_usd(micro_usd, allow_zero=False)
+    balance = (
+        await session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(balance_micro_usd=Account.balance_micro_usd + amount)
+            .returning(Account.balance_micro_usd)
+            .execution_options(synchronize_session="fetch")
+        )
+    ).scalar_one_or_none()
+    if balance is None:
+        raise AccountNotFound(f"no account {account_id!r}")
+    return balance
+
+
+async def list_accounts(session: AsyncSession, *, role: Role | None = None) -> list[Account]:
+    """Every account (or every account of ``role``), oldest first."""
+    query = select(Account).order_by(Account.created_at_ms, Account.id)
+    if role is not None:
+        query = query.where(Account.role == role)
+    return list((await session.scalars(query)).all())
+
+
+async def list_api_keys(session: AsyncSession, account_id: str) -> list[ApiKey]:
+    """The account's keys, revoked ones included, oldest first (hashes, never raw keys)."""
+    query = (
+        select(ApiKey)
+        .where(ApiKey.account_id == account_id)
+        .order_by(ApiKey.created_at_ms, ApiKey.id)
+    )
+    return list((await session.scalars(query)).all())

@@ -1,0 +1,115 @@
+"""Settings of the coordinator: one frozen, validated value built at start-up.
+
+Sources, strongest first: explicit overrides (command-line flags), ``SHAREAI_*`` environment
+variables, then defaults. Paths that are not given are derived from ``data_dir``::
+
+    data_dir              ./.shareai                                   SHAREAI_DATA_DIR
+    database_url          sqlite+aiosqlite:///<data_dir>/coordinator.db SHAREAI_DATABASE_URL
+    coordinator_key_file  <data_dir>/coordinator.key                    SHAREAI_COORDINATOR_KEY_FILE
+    host                  127.0.0.1                                    SHAREAI_HOST
+    port                  8000  (0: any free port)                     SHAREAI_PORT
+    heartbeat_interval_ms 15000                                        SHAREAI_HEARTBEAT_INTERVAL_MS
+    handshake_timeout_ms  10000                                        SHAREAI_HANDSHAKE_TIMEOUT_MS
+
+:func:`load_settings` raises :class:`SettingsError`, one line naming each bad setting; building
+:class:`Settings` directly raises pydantic's ``ValidationError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from coordinator.db.engine import normalize_database_url
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "SHAREAI_"
+DEFAULT_DATA_DIR = Path(".shareai")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names each bad setting."""
+
+
+class Settings(BaseModel):
+    """The coordinator's configuration. Frozen: build a new one to change anything."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=0, le=65_535)
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Left out (or empty), these two are derived from data_dir as the module docstring shows.
+    database_url: str = ""
+    coordinator_key_file: Path = Path()
+    # The Welcome message allows 100 ms .. 10 min (protocol.messages.Welcome).
+    heartbeat_interval_ms: int = Field(default=15_000, ge=100, le=600_000)
+    handshake_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_paths(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        data_dir = Path(data.get("data_dir") or DEFAULT_DATA_DIR).expanduser()
+        data["data_dir"] = data_dir
+        if not data.get("database_url"):
+            data["database_url"] = f"sqlite+aiosqlite:///{(data_dir / 'coordinator.db').as_posix()}"
+        if data.get("coordinator_key_file") in (None, "", Path()):
+            data["coordinator_key_file"] = data_dir / "coordinator.key"
+        return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("coordinator_key_file")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+_ENV_FIELDS = (
+    "host",
+    "port",
+    "data_dir",
+    "database_url",
+    "coordinator_key_file",
+    "heartbeat_interval_ms",
+    "handshake_timeout_ms",
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``environ`` (default ``os.environ``) and ``overrides``.
+
+    An override of None means "not given" (so argparse defaults can be passed straight in); an
+    empty environment variable counts as unset. Raises :class:`SettingsError`.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in _ENV_FIELDS:
+        text = environ.get(ENV_PREFIX + name.upper(), "")
+        if text:
+            values[name] = text
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"invalid setting {where}: {message}")
+    return "; ".join(problems)

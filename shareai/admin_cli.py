@@ -1,0 +1,263 @@
+"""``shareai admin``: the operator's commands against the coordinator's database.
+
+Each command applies pending migrations first, so it works on a fresh data directory. The
+database is ``--database-url``, else ``SHAREAI_DATABASE_URL``, else the SQLite file in
+``--data-dir`` (``SHAREAI_DATA_DIR``, default ``./.shareai``). Amounts are USD decimal strings
+(``12.50``), converted exactly to micro-USD. Failures print one line on stderr and exit 1; bad
+argument values exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from coordinator.money import InvalidUsdAmount, format_usd, parse_usd
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from coordinator.accounts import Account
+
+
+__all__ = ["ROLES", "register"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Database:
+    """The migrated database a command works on."""
+
+    url: str
+    sessions: async_sessionmaker[AsyncSession]
+
+
+_ParserT = TypeVar("_ParserT", bound=argparse.ArgumentParser)
+# coordinator.db.Role's values, spelled out so that building the parser imports no SQLAlchemy
+# (every `shareai` command builds it); tests/coordinator/test_admin_cli.py checks they agree.
+ROLES = ("customer", "provider", "builder", "operator")
+
+
+def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
+    """Add the ``admin`` command group to the ``shareai`` command's subparsers."""
+    admin = subparsers.add_parser(
+        "admin",
+        help="operator commands: migrate the database, create accounts, add credits, revoke keys",
+        description="Operator commands against the coordinator's database.",
+    )
+    commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    migrate_command = commands.add_parser("migrate", help="create or upgrade the database schema")
+    _add_database_options(migrate_command)
+    migrate_command.set_defaults(handler=_run(_migrate))
+
+    create = commands.add_parser(
+        "create-account", help="create an account and print its API key (shown only once)"
+    )
+    _add_database_options(create, with_json=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--name", required=True, help="a name people will recognise")
+    create.add_argument(
+        "--credits", type=_usd, default=0, metavar="USD", help="starting credits, e.g. 25.00"
+    )
+    create.set_defaults(handler=_run(_create_account))
+
+    credit = commands.add_parser("add-credits", help="add USD credits to an account")
+    _add_database_options(credit, with_json=True)
+    credit.add_argument("--account", required=True, metavar="ACCOUNT_ID")
+    credit.add_argument("--usd", required=True, type=_usd, metavar="AMOUNT", help="e.g. 10.50")
+    credit.set_defaults(handler=_run(_add_credits))
+
+    listing = commands.add_parser("list-accounts", help="list accounts and their balances")
+    _add_database_options(listing, with_json=True)
+    listing.set_defaults(handler=_run(_list_accounts))
+
+    revoke = commands.add_parser("revoke-key", help="revoke an API key")
+    _add_database_options(revoke, with_json=True)
+    revoke.add_argument(
+        "--key-id",
+        required=True,
+        metavar="ID_OR_PREFIX",
+        help="the key id (key_...) or the prefix shown in lists (sk-sai-XXXXXXXX)",
+    )
+    revoke.set_defaults(handler=_run(_revoke_key))
+
+
+def _add_database_options(parser: argparse.ArgumentParser, *, with_json: bool = False) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB);"
+        " default: SHAREAI_DATABASE_URL, else coordinator.db in the data directory",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the coordinator's data directory (default: SHAREAI_DATA_DIR, else ./.shareai)",
+    )
+    if with_json:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _usd(text: str) -> int:
+    try:
+        return parse_usd(text)
+    except InvalidUsdAmount as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _shown(database_url: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def _fail(error: BaseException | str) -> int:
+    # Database errors span lines (SQL, parameters, a link); the first line says what happened.
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    print(f"shareai: error: {lines[0]}", file=sys.stderr)
+    return 1
+
+
+def _run(
+    body: Callable[[argparse.Namespace, _Database], Awaitable[None]],
+) -> Callable[[argparse.Namespace], int]:
+    """A handler: load settings, migrate, run ``body`` with a session factory, close the engine.
+
+    Failures the operator can act on (bad settings, an unknown account, an unreachable database)
+    become one line on stderr and exit 1; anything else is a bug and keeps its traceback.
+    """
+
+    def handler(args: argparse.Namespace) -> int:
+        # Imported here, not at the top: `shareai --help` and the node commands need none of it.
+        from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+        from coordinator.accounts import AccountsError  # noqa: PLC0415
+        from coordinator.db import (  # noqa: PLC0415
+            InvalidDatabaseUrl,
+            create_engine,
+            create_session_factory,
+            migrate,
+        )
+        from coordinator.settings import SettingsError, load_settings  # noqa: PLC0415
+
+        failures = (AccountsError, InvalidDatabaseUrl, SQLAlchemyError)
+
+        async def main(database_url: str) -> None:
+            await migrate(database_url)
+            engine = create_engine(database_url)
+            try:
+                await body(args, _Database(database_url, create_session_factory(engine)))
+            finally:
+                await engine.dispose()
+
+        try:
+            settings = load_settings(database_url=args.database_url, data_dir=args.data_dir)
+        except SettingsError as error:
+            return _fail(error)
+        try:
+            asyncio.run(main(settings.database_url))
+        except failures as error:
+            return _fail(error)
+        except OSError as error:  # unreachable server, refused connection, unwritable directory
+            return _fail(f"cannot open the database {_shown(settings.database_url)}: {error}")
+        return 0
+
+    return handler
+
+
+def _print(fields: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(fields))
+    else:
+        width = max(len(name) for name in fields) + 2
+        for name, value in fields.items():
+            print(f"{name:<{width}}{value}")
+
+
+def _iso(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def _account_fields(account: Account) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "role": account.role.value,
+        "name": account.name,
+        "balance_micro_usd": account.balance_micro_usd,
+        "balance_usd": format_usd(account.balance_micro_usd),
+        "created_at": _iso(account.created_at_ms),
+    }
+
+
+async def _migrate(_args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.db import head_revision  # noqa: PLC0415
+
+    print(f"database {_shown(database.url)} is at revision {head_revision()}")
+
+
+async def _create_account(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.accounts import create_account, key_display_prefix  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        account, raw_key = await create_account(session, args.role, args.name, args.credits)
+    fields = _account_fields(account)
+    fields["api_key_prefix"] = key_display_prefix(raw_key)
+    fields["api_key"] = raw_key
+    _print(fields, as_json=args.json)
+    if not args.json:
+        print("The API key is shown only this once: store it now.")
+
+
+async def _add_credits(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.accounts import add_credits  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        balance = await add_credits(session, args.account, args.usd)
+    fields = {
+        "account_id": args.account,
+        "added_micro_usd": args.usd,
+        "added_usd": format_usd(args.usd),
+        "balance_micro_usd": balance,
+        "balance_usd": format_usd(balance),
+    }
+    _print(fields, as_json=args.json)
+
+
+async def _list_accounts(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.accounts import list_accounts  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        accounts = await list_accounts(session)
+    if args.json:
+        print(json.dumps([_account_fields(account) for account in accounts]))
+        return
+    if not accounts:
+        print("no accounts")
+        return
+    print(f"{'ACCOUNT':<30} {'ROLE':<9} {'BALANCE_USD':>16}  {'CREATED':<25} NAME")
+    for account in accounts:
+        print(
+            f"{account.id:<30} {account.role.value:<9}"
+            f" {format_usd(account.balance_micro_usd):>16}  {_iso(account.created_at_ms):<25}"
+            f" {account.name}"
+        )
+
+
+async def _revoke_key(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.accounts import revoke_key  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        key = await revoke_key(session, args.key_id)
+    assert key.revoked_at_ms is not None  # revoke_key always leaves it revoked
+    fields = {
+        "key_id": key.id,
+        "prefix": key.prefix,
+        "account_id": key.account_id,
+        "revoked_at": _iso(key.revoked_at_ms),
+    }
+    _print(fields, as_json=args.json)
