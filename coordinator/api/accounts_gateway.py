@@ -1,0 +1,86 @@
+"""The web layer's view of accounts, over the database (maps account errors to HTTP)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from coordinator.accounts import (
+    EnrollmentMismatch,
+    InvalidEnrollmentProof,
+    NodeEnrolledElsewhere,
+    NodeRevoked,
+    RoleNotAllowed,
+    authenticate,
+    enroll_node,
+    find_enrollment,
+    get_account,
+)
+from coordinator.api.errors import ApiError
+from coordinator.app import Caller
+from coordinator.db.models import NodeEnrollment
+from coordinator.hub.hub import Admission
+from protocol import EnrollmentStatement, PublicKey
+
+__all__ = ["DatabaseAccounts"]
+
+
+class DatabaseAccounts:
+    """Implements :class:`coordinator.app.AccountsGateway` and the hub's admission check."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], coordinator_key: PublicKey):
+        self._sessions = sessions
+        self._coordinator_key = coordinator_key
+
+    async def authenticate(self, raw_key: str) -> Caller | None:
+        async with self._sessions.begin() as session:
+            principal = await authenticate(session, raw_key)
+            if principal is None:
+                return None
+            account = await get_account(session, principal.account_id)
+            return Caller(account_id=account.id, role=principal.role.value, name=account.name)
+
+    async def enroll_node(
+        self, caller: Caller, statement: EnrollmentStatement, proof: bytes, now_ms: int
+    ) -> str:
+        try:
+            async with self._sessions.begin() as session:
+                enrollment = await enroll_node(
+                    session,
+                    caller.account_id,
+                    statement,
+                    proof,
+                    now_ms,
+                    coordinator_key=self._coordinator_key,
+                )
+                return enrollment.node_id
+        except RoleNotAllowed as error:
+            raise ApiError(403, str(error), code="wrong_role") from None
+        except (InvalidEnrollmentProof, EnrollmentMismatch) as error:
+            raise ApiError(400, str(error), code="invalid_proof") from None
+        except NodeEnrolledElsewhere as error:
+            raise ApiError(409, str(error), code="node_enrolled_elsewhere") from None
+        except NodeRevoked as error:
+            raise ApiError(403, str(error), code="node_revoked") from None
+
+    async def admission(self, node_key: PublicKey) -> Admission:
+        async with self._sessions.begin() as session:
+            enrollment = await find_enrollment(session, node_key, include_revoked=True)
+        if enrollment is None:
+            return Admission(None, "unknown_node", "enroll this key with `shareai node init` first")
+        if enrollment.revoked_at_ms is not None:
+            return Admission(None, "revoked", "this node key was revoked")
+        return Admission(enrollment.account_id)
+
+    async def revoked_among(self, node_ids: list[str]) -> list[str]:
+        """Which of ``node_ids`` are revoked now (for closing live sessions)."""
+        if not node_ids:
+            return []
+        async with self._sessions.begin() as session:
+            rows = await session.execute(
+                select(NodeEnrollment.node_id).where(
+                    NodeEnrollment.node_id.in_(node_ids),
+                    NodeEnrollment.revoked_at_ms.is_not(None),
+                )
+            )
+            return [row[0] for row in rows]

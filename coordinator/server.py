@@ -1,0 +1,104 @@
+"""Running the coordinator: identity, database, hub, app and the ASGI server in one process.
+
+``serve(settings)`` migrates the database, loads (or creates) the coordinator's Ed25519 key,
+builds the services, and serves HTTP and the node hub with uvicorn until SIGINT/SIGTERM. A
+background sweep closes live sessions of node keys revoked in the database (for example by
+``shareai admin`` from another process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from coordinator.api.accounts_gateway import DatabaseAccounts
+from coordinator.app import Services, create_app
+from coordinator.db import create_engine, create_session_factory, migrate
+from coordinator.hub.dispatch import Dispatcher
+from coordinator.hub.hub import HubSettings, NodeHub
+from coordinator.hub.nodes import NodeRegistry
+from coordinator.settings import Settings
+from protocol import Identity, SessionConfig
+
+__all__ = ["load_or_create_identity", "serve"]
+
+logger = logging.getLogger(__name__)
+
+REVOCATION_SWEEP_INTERVAL_S = 2.0
+
+
+def load_or_create_identity(path: Path) -> Identity:
+    """The coordinator's key at ``path``, created (mode 0600) on first start."""
+    if path.exists():
+        return Identity.load(path)
+    identity = Identity.generate()
+    identity.save(path)
+    logger.info("created coordinator key %s at %s", identity.public_key.to_text(), path)
+    return identity
+
+
+async def _sweep_revocations(hub: NodeHub, accounts: DatabaseAccounts) -> None:
+    while True:
+        await asyncio.sleep(REVOCATION_SWEEP_INTERVAL_S)
+        try:
+            live = [node.node_id for node in hub.registry.all()]
+            for node_id in await accounts.revoked_among(live):
+                if await hub.revoke(node_id):
+                    logger.info("closed the session of revoked node %s", node_id)
+        except Exception:
+            logger.exception("revocation sweep failed; retrying")
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Serve until interrupted. Raises KeyFileError or database errors at start-up."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await migrate(settings.database_url)
+    identity = load_or_create_identity(settings.coordinator_key_file)
+    engine = create_engine(settings.database_url)
+    accounts = DatabaseAccounts(create_session_factory(engine), identity.public_key)
+    registry = NodeRegistry()
+    session_config = SessionConfig(handshake_timeout_ms=settings.handshake_timeout_ms)
+    hub = NodeHub(
+        identity,
+        registry,
+        accounts.admission,
+        HubSettings(heartbeat_interval_ms=settings.heartbeat_interval_ms, session=session_config),
+    )
+    app = create_app(
+        Services(accounts=accounts, hub=hub, registry=registry, dispatcher=Dispatcher(registry))
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=session_config.limits.max_frame_bytes,
+        ws_per_message_deflate=False,
+        log_level="info",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    logger.info(
+        "coordinator %s on http://%s:%d (database %s)",
+        identity.public_key.coordinator_id,
+        settings.host,
+        settings.port,
+        engine.url.render_as_string(hide_password=True),
+    )
+    sweep = asyncio.create_task(_sweep_revocations(hub, accounts))
+    try:
+        serving = asyncio.create_task(server.serve())
+        if ready is not None:
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.02)
+            ready.set()
+        await serving
+    finally:
+        sweep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweep
+        await engine.dispose()
