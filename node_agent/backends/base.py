@@ -5,6 +5,18 @@ followed by exactly one :class:`Finished`, or raises :class:`BackendError`. Canc
 asyncio cancellation of the consuming task: a backend must then stop generating (close the
 upstream stream, abort the engine request) and re-raise ``CancelledError``.
 
+``generate`` is implemented as an async generator, so a consumer that is cancelled *between* two
+events (while it sends a chunk, say) leaves it suspended at a ``yield``, where no
+``CancelledError`` reaches it. Consumers therefore close it when they stop, whatever the reason:
+``contextlib.aclosing``, ``aclose()`` in a ``finally``, or by consuming it through
+:func:`~node_agent.backends.coalesce.coalesce`, which closes its source. Closing raises
+``GeneratorExit`` at the ``yield``, and backends release the request in ``finally`` blocks, so
+both paths stop the generation promptly.
+
+Deadlines: every backend enforces ``job.deadline_ms`` and raises ``BackendError("timeout")`` when
+it passes. Concurrency: backends do not count jobs; the agent keeps each model within its offer's
+``max_concurrency`` and refuses the rest.
+
 Errors::
 
     BackendError            (code is a protocol ``Failed.code``; retryable says whether another
@@ -83,7 +95,11 @@ class InferenceBackend(Protocol):
         ...
 
     def generate(self, job: Job) -> AsyncIterator[BackendEvent]:
-        """Stream the output of ``job``: TextDelta events, then one Finished (or BackendError)."""
+        """Stream the output of ``job``: TextDelta events, then one Finished (or BackendError).
+
+        In practice an async generator, which consumers close with ``aclose()`` (see the module
+        docstring; :func:`~node_agent.backends.coalesce.coalesce` closes its source).
+        """
         ...
 
     async def aclose(self) -> None:

@@ -1,0 +1,201 @@
+"""The mock backend: deterministic text at a set latency and speed, for tests and demos.
+
+It is always labelled as what it is: its ``kind`` is ``"mock"`` and every offer it makes carries
+``weights_hash="mock"``, which no real weights fingerprint can be (those are hex digests), so the
+coordinator and the status page can show a mock offer as such even though its model name is
+whatever the config says.
+
+What it produces, exactly:
+
+- **Text.** Lorem-ipsum words chosen by a BLAKE2b hash of the prompt (chat: each message's role
+  and content; completion: the prompt) and the sampling seed. The same job, on any node and any
+  run, gives the same text; the job id does not enter, so a retry elsewhere gives the same answer.
+- **Tokens.** One token per whitespace-separated word piece: each ``TextDelta`` is one word with
+  its leading space (``"Lorem"``, ``" ipsum"``, ...). Prompt tokens are the whitespace-separated
+  words of the message contents (or of the prompt). Not a real tokenizer, and documented as such.
+- **Length.** An answer is ``MockOptions.output_tokens`` words long and ends with ``stop``; a job
+  whose ``max_tokens`` is smaller is cut there and ends with ``length``. A stop sequence that
+  occurs in the text ends it just before the sequence (not included, as OpenAI does) with
+  ``stop``; the cut word counts as a token.
+- **Timing.** The first token comes ``time_to_first_token_ms`` after the job starts, then one
+  token every ``1 / tokens_per_s`` seconds, on a fixed schedule (no drift). Time is read through
+  an injectable :class:`~protocol.Clock` and waited through an injectable ``sleep``.
+- **Failures.** A job fails when a BLAKE2b hash of ``(failure_seed, job_id)`` falls under
+  ``failure_rate``, so the same seed fails the same jobs in any order. A failing job streams
+  ``failure_after_tokens`` tokens, then raises ``BackendError("backend_error", retryable=True)``.
+- **Deadline.** Past ``job.deadline_ms`` it raises ``BackendError("timeout")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from node_agent.backends._common import check_model
+from node_agent.backends.base import BackendError, BackendEvent, Finished, TextDelta
+from node_agent.backends.config import BackendConfig, MockOptions
+from protocol import Clock, Job, Offer, SystemClock
+
+__all__ = ["MOCK_WEIGHTS_HASH", "MockBackend", "MockCompletion", "mock_completion"]
+
+MOCK_WEIGHTS_HASH = "mock"
+
+# fmt: off
+_WORDS = (
+    "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do",
+    "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim",
+    "ad", "minim", "veniam", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi",
+    "aliquip", "ex", "ea", "commodo", "consequat", "duis", "aute", "irure", "in", "reprehenderit",
+    "voluptate", "velit", "esse", "cillum", "eu", "fugiat", "nulla", "pariatur", "excepteur",
+    "sint", "occaecat", "cupidatat", "non", "proident", "sunt", "culpa", "qui", "officia",
+    "deserunt", "mollit", "anim", "id", "est", "laborum",
+)
+# fmt: on
+_SENTENCE_WORDS = 9  # a full stop after every ninth word keeps long answers readable
+
+
+@dataclass(frozen=True, slots=True)
+class MockCompletion:
+    """What the mock answers to a job, before timing and failures are applied."""
+
+    pieces: tuple[str, ...]
+    """The text deltas, one token each."""
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def _prompt_text(job: Job) -> str:
+    if job.messages is not None:
+        return "\n".join(f"{message.role}: {message.content}" for message in job.messages)
+    return job.prompt or ""
+
+
+def _prompt_tokens(job: Job) -> int:
+    if job.messages is not None:
+        return sum(len(message.content.split()) for message in job.messages)
+    return len((job.prompt or "").split())
+
+
+def _unit_interval(*parts: str) -> float:
+    """A number in [0, 1) fixed by ``parts``."""
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _words(seed: bytes, count: int) -> list[str]:
+    pieces: list[str] = []
+    for index in range(count):
+        digest = hashlib.blake2b(index.to_bytes(8, "big"), key=seed, digest_size=4).digest()
+        word = _WORDS[int.from_bytes(digest, "big") % len(_WORDS)]
+        if index % _SENTENCE_WORDS == 0:
+            word = word.capitalize()
+        if index % _SENTENCE_WORDS == _SENTENCE_WORDS - 1 or index == count - 1:
+            word += "."
+        pieces.append(word if index == 0 else " " + word)
+    return pieces
+
+
+def mock_completion(job: Job, options: MockOptions) -> MockCompletion:
+    """The mock's answer to ``job``: a pure function of the prompt, sampling and options."""
+    seed_text = f"{_prompt_text(job)}\0{job.sampling.seed}"
+    seed = hashlib.blake2b(seed_text.encode(), digest_size=32).digest()
+    cut_by_length = job.sampling.max_tokens < options.output_tokens
+    # The final word of a natural answer carries a full stop; a cut answer has no natural end.
+    words = _words(seed, options.output_tokens)[: job.sampling.max_tokens]
+    finish_reason: Literal["stop", "length"] = "length" if cut_by_length else "stop"
+
+    text = "".join(words)
+    stops = [text.find(stop) for stop in job.sampling.stop]
+    found = [index for index in stops if index >= 0]
+    if found:
+        cut_at = min(found)
+        pieces: list[str] = []
+        length = 0
+        for word in words:
+            if length >= cut_at:
+                break
+            pieces.append(word[: cut_at - length])
+            length += len(word)
+        words = pieces
+        finish_reason = "stop"
+    return MockCompletion(
+        pieces=tuple(words), finish_reason=finish_reason, prompt_tokens=_prompt_tokens(job)
+    )
+
+
+class MockBackend:
+    """Serves ``config.model`` with mock text (see the module docstring for exact behaviour).
+
+    ``clock`` gives wall time (deadlines) and monotonic time (the token schedule); ``sleep``
+    waits a number of seconds. Tests inject a :class:`~protocol.ManualClock` and a ``sleep``
+    that advances it, and so run any schedule instantly and deterministically.
+    """
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        *,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        if config.kind != "mock":
+            raise ValueError(f"MockBackend needs a config of kind 'mock', not {config.kind!r}")
+        self._config = config
+        self._clock: Clock = clock or SystemClock()
+        self._sleep = sleep or asyncio.sleep
+
+    @property
+    def kind(self) -> str:
+        return "mock"
+
+    def offers(self) -> list[Offer]:
+        return [self._config.offer(weights_hash=MOCK_WEIGHTS_HASH)]
+
+    def will_fail(self, job: Job) -> bool:
+        """Whether ``job`` is one of the jobs this backend's failure rate picks."""
+        options = self._config.mock
+        if options.failure_rate <= 0.0:
+            return False
+        return _unit_interval(str(options.failure_seed), job.job_id) < options.failure_rate
+
+    async def generate(self, job: Job) -> AsyncGenerator[BackendEvent, None]:
+        check_model(job, self._config.model)
+        options = self._config.mock
+        completion = mock_completion(job, options)
+        fail_after = options.failure_after_tokens if self.will_fail(job) else None
+        started_s = self._clock.monotonic()
+        first_token_s = options.time_to_first_token_ms / 1000.0
+        token_interval_s = 1.0 / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
+
+        for index, piece in enumerate(completion.pieces):
+            await self._wait_until(started_s + first_token_s + index * token_interval_s, job)
+            if index == fail_after:
+                raise BackendError("backend_error", "mock failure (injected)", retryable=True)
+            yield TextDelta(text=piece, tokens=1)
+        if fail_after is not None:
+            raise BackendError("backend_error", "mock failure (injected)", retryable=True)
+        yield Finished(
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=len(completion.pieces),
+            finish_reason=completion.finish_reason,
+        )
+
+    async def _wait_until(self, due_monotonic_s: float, job: Job) -> None:
+        delay_s = due_monotonic_s - self._clock.monotonic()
+        until_deadline_s = job.deadline_ms / 1000.0 - self._clock.time()
+        if delay_s >= until_deadline_s:
+            if until_deadline_s > 0:
+                await self._sleep(until_deadline_s)
+            raise BackendError("timeout", "the job's deadline passed", retryable=False)
+        if delay_s > 0:
+            await self._sleep(delay_s)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
