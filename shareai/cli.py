@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from protocol import Identity, KeyFileError
-from shareai import admin_cli, coordinator_cli, node_cli
+from shareai import admin_cli, coordinator_cli, local_network, node_cli
 
 __all__ = ["main"]
 
@@ -65,6 +65,7 @@ def _build_parser() -> _Parser:
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     show.set_defaults(handler=_identity_show)
 
+    local_network.register(commands)
     coordinator_cli.register(commands)
     node_cli.register(commands)
     admin_cli.register(commands)
