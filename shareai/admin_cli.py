@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     """Add the ``admin`` command group to the ``shareai`` command's subparsers."""
     admin = subparsers.add_parser(
         "admin",
-        help="operator commands: migrate the database, create accounts, add credits, revoke keys",
+        help="operator commands: migrate, create accounts, add credits, revoke keys and nodes",
         description="Operator commands against the coordinator's database.",
     )
     commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
@@ -86,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
         help="the key id (key_...) or the prefix shown in lists (sk-sai-XXXXXXXX)",
     )
     revoke.set_defaults(handler=_run(_revoke_key))
+
+    revoke_node = commands.add_parser(
+        "revoke-node",
+        help="revoke a node key for good; a running coordinator closes its session within seconds",
+    )
+    _add_database_options(revoke_node, with_json=True)
+    revoke_node.add_argument("--node-id", required=True, help="the node id (nd_...)")
+    revoke_node.set_defaults(handler=_run(_revoke_node))
 
 
 def _add_database_options(parser: argparse.ArgumentParser, *, with_json: bool = False) -> None:
@@ -246,6 +254,19 @@ async def _list_accounts(args: argparse.Namespace, database: _Database) -> None:
             f" {format_usd(account.balance_micro_usd):>16}  {_iso(account.created_at_ms):<25}"
             f" {account.name}"
         )
+
+
+async def _revoke_node(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.accounts import OPERATOR, revoke_node  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        enrollment = await revoke_node(session, args.node_id, by=OPERATOR)
+    fields = {
+        "node_id": enrollment.node_id,
+        "account_id": enrollment.account_id,
+        "revoked_at": _iso(enrollment.revoked_at_ms) if enrollment.revoked_at_ms else None,
+    }
+    _print(fields, as_json=args.json)
 
 
 async def _revoke_key(args: argparse.Namespace, database: _Database) -> None:

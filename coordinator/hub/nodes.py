@@ -80,7 +80,8 @@ class NodeLink:
         self._jobs: dict[str, JobStream] = {}
         # Jobs cancelled by us: late chunks for them are expected and dropped, not violations.
         self._cancelled: set[str] = set()
-        self.closed = False
+        self.closed = False  # the session ended: no more frames for open jobs
+        self._close_sent = False
 
     async def send(self, message: Message) -> None:
         frame = self.session.send(message)
@@ -124,7 +125,9 @@ class NodeLink:
         self._jobs.clear()
 
     async def close(self, code: int, reason: str) -> None:
-        if not self.closed:
+        """Close the websocket (once); the node's serve loop then ends and cleans up."""
+        if not self._close_sent:
+            self._close_sent = True
             await self._close(code, reason)
 
 

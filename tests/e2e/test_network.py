@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from protocol import Identity
 from tests.e2e.network import Network, network
 
 MODEL = "mock/echo"
@@ -255,3 +256,32 @@ def test_nodes_come_back_after_node_and_coordinator_restarts(tmp_path: Path) -> 
             model=MODEL, messages=[{"role": "user", "content": "back?"}]
         )
         assert answer.choices[0].message.content
+
+
+def test_revoking_a_node_closes_its_session_and_stops_the_agent(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        node = net.add_node("doomed", mock_model(price_in="0.10", price_out="0.10"))
+        net.wait_for_nodes(MODEL, 1)
+        node_id = Identity.load(node.config.parent / "node.key").public_key.node_id
+        revoked = net.admin("revoke-node", "--node-id", node_id)
+        assert revoked["node_id"] == node_id
+        net.wait_for_nodes(MODEL, 0, timeout=15)
+        assert node.process is not None
+        assert node.process.wait(timeout=30) == 1  # the agent stops: a revoked key never returns
+        assert "revoked" in node.log.read_text()
+
+
+def test_a_node_key_that_was_never_enrolled_is_refused(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        node = net.add_node("stranger", mock_model(price_in="0.10", price_out="0.10"))
+        net.wait_for_nodes(MODEL, 1)
+        node.stop()
+        # Swap in a fresh key the coordinator has never seen.
+        key_file = node.config.parent / "node.key"
+        key_file.unlink()
+        Identity.generate().save(key_file)
+        node.start()
+        assert node.process is not None
+        assert node.process.wait(timeout=60) == 1
+        assert "unknown_node" in node.log.read_text()
+        assert net.model_nodes(MODEL) == 0
