@@ -285,3 +285,34 @@ def test_a_node_key_that_was_never_enrolled_is_refused(tmp_path: Path) -> None:
         assert node.process.wait(timeout=60) == 1
         assert "unknown_node" in node.log.read_text()
         assert net.model_nodes(MODEL) == 0
+
+
+def test_a_customer_who_disconnects_mid_stream_cancels_the_job_on_the_node(
+    tmp_path: Path,
+) -> None:
+    with network(tmp_path) as net:
+        # One slot, and an answer that would take minutes: the slot frees only if the job stops.
+        net.add_node(
+            "single-slot",
+            mock_model(
+                price_in="0.1",
+                price_out="0.1",
+                tokens_per_s=2,
+                output_tokens=500,
+                max_concurrency=1,
+            ),
+        )
+        net.wait_for_nodes(MODEL, 1)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "long"}], "stream": True}
+        headers = {"authorization": f"Bearer {net.customer_key}"}
+        with httpx.stream(
+            "POST", net.base_url + "/chat/completions", json=body, headers=headers, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    break  # the first token arrived; now walk away
+        answer = client(net).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "next"}], max_tokens=2
+        )
+        assert answer.choices[0].message.content
