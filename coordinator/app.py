@@ -24,7 +24,7 @@ from coordinator.api.errors import (
     http_exception_handler,
     unexpected_error_handler,
 )
-from coordinator.api.middleware import RequestIdMiddleware, request_id_of
+from coordinator.api.middleware import RequestIdMiddleware
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import NodeHub, PeerGone
@@ -86,10 +86,6 @@ async def _caller(request: Request[Any, Any, Any]) -> Caller:
     if caller is None:
         raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
     return caller
-
-
-def _request_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
-    return {"x-request-id": request_id_of(request.scope)}
 
 
 async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[Any]:

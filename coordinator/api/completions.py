@@ -75,7 +75,8 @@ def _as_api_error(error: DispatchError) -> ApiError:
     if isinstance(error, NoCapacity):
         return ApiError(503, str(error), code="no_capacity")
     if isinstance(error, JobRejected):
-        return ApiError(400, str(error), code=error.code)
+        status = 413 if error.code == "request_too_large" else 400
+        return ApiError(status, str(error), code=error.code)
     if isinstance(error, DeadlineExceeded):
         return ApiError(504, str(error), code="timeout")
     if isinstance(error, NodesFailed):
@@ -178,10 +179,13 @@ async def respond(
         first.cancel()
         await events.aclose()
         raise
+    stream_headers = {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+    if first.done() and first.exception() is None:
+        stream_headers["x-shareai-node"] = first.result()[0]
     return Stream(
         _sse_stream(events, first, shape, include_usage, settings),
         media_type="text/event-stream",
-        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers=stream_headers,
     )
 
 

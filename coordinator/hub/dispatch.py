@@ -139,7 +139,10 @@ class _Attempt:
         """Send the job and wait for its first output; a string says why it failed over."""
         try:
             await self.node.link.send(self.job)
-        except Exception as error:
+        except ValueError as error:  # the job frame is over the node's frame limit
+            self.finished = True
+            raise JobRejected("request_too_large", str(error)) from None
+        except Exception as error:  # a dead socket means: try another node
             self.finished = True
             return f"send failed: {error}"
         while True:
@@ -150,6 +153,9 @@ class _Attempt:
                 raise DeadlineExceeded("no output before the request deadline") from None
             if isinstance(event, JobAccepted):
                 continue
+            if isinstance(event, Done) and event.finish_reason == "cancelled":
+                self.finished = True
+                return "stopped the job before any output (cancelled)"
             if isinstance(event, (Chunk, Done)):
                 self.finished = isinstance(event, Done)
                 return event
@@ -176,7 +182,10 @@ class _Attempt:
                 yield event
             elif isinstance(event, Done):
                 self.finished = True
-                yield event
+                if event.finish_reason == "cancelled":  # the node stopped (e.g. its drain ran out)
+                    yield StreamBroken("cancelled", "the node stopped before finishing the answer")
+                else:
+                    yield event
                 return
             elif isinstance(event, Failed):
                 self.finished = True

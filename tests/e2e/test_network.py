@@ -79,6 +79,11 @@ def test_chat_completion_non_streaming(two_nodes: Network) -> None:
 
 
 def test_chat_completion_streaming_with_usage(two_nodes: Network) -> None:
+    with client(two_nodes).chat.completions.with_streaming_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "which node?"}], stream=True
+    ) as raw:
+        assert raw.headers["x-shareai-node"].startswith("nd_")
+        assert raw.headers["x-request-id"].startswith("req_")
     stream = client(two_nodes).chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Stream please"}],
@@ -177,6 +182,17 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(two_nodes: 
     )
     assert huge.status_code == 413
     assert huge.json()["error"]["code"] == "request_too_large"
+    with pytest.raises(openai.BadRequestError) as long_stop:
+        sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], stop=["x" * 300]
+        )
+    assert str(long_stop.value.param).startswith("stop")
+    with pytest.raises(openai.APIStatusError) as too_big_for_a_node:
+        # Under the 4 MiB body limit, over the node's 1 MiB frame limit.
+        sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "a" * 2_000_000}]
+        )
+    assert too_big_for_a_node.value.status_code == 413
     # Still serving.
     ok = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert ok.choices[0].message.content
