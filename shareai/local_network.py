@@ -209,6 +209,7 @@ def _up(args: argparse.Namespace) -> int:
                     ),
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
                 )
             )
         _wait_for(url + "/healthz", "ok", 30, processes)
@@ -222,6 +223,7 @@ def _up(args: argparse.Namespace) -> int:
                         _shareai("node", "run", "--config", str(config)),
                         stdout=log,
                         stderr=subprocess.STDOUT,
+                        start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
                     )
                 )
         _wait_for(url + "/v1/models", f'"nodes":{len(_NODES)}', 30, processes)
