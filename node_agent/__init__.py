@@ -22,7 +22,8 @@ from node_agent.config import (
     render_node_toml,
 )
 from node_agent.errors import AgentStopped, ConfigError, EnrollmentError, NodeAgentError
-from node_agent.hardware import detect_gpus, detect_hardware, parse_nvidia_smi
+from node_agent.gpus import Nvml
+from node_agent.hardware import detect_hardware
 
 __all__ = [
     "AgentOptions",
@@ -33,13 +34,12 @@ __all__ = [
     "NodeAgent",
     "NodeAgentError",
     "NodeConfig",
+    "Nvml",
     "agent_version",
     "build_config",
-    "detect_gpus",
     "detect_hardware",
     "hub_url_for",
     "load_config",
-    "parse_nvidia_smi",
     "parse_usd_per_1m",
     "render_node_toml",
 ]

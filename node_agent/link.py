@@ -263,7 +263,7 @@ class HubLink:
                 # A failed reading must not end the session: the last one is sent again.
                 logger.exception("reading this machine's load failed")
             await self.send(self._heartbeat(reading))
-            # A fixed schedule: a slow nvidia-smi does not push every later beat back.
+            # A fixed schedule: a slow GPU reading does not push every later beat back.
             next_beat += interval_s
             next_beat = max(next_beat, loop.time())
             await asyncio.sleep(next_beat - loop.time())

@@ -9,8 +9,8 @@ import pytest
 from node_agent import ConfigError, NodeAgent
 from node_agent.backoff import Backoff
 from node_agent.jobs import ModelTable
-from node_agent.load import parse_nvidia_smi_stats, read_load
-from protocol import GpuStats, Identity
+from node_agent.load import read_load
+from protocol import Identity
 from tests.node_agent.scripted import ScriptedBackend, hardware, offer
 
 
@@ -45,24 +45,12 @@ def test_backoff_refuses_bad_bounds(low: float, high: float) -> None:
         Backoff(low, high)
 
 
-def test_parses_nvidia_smi_stats_keeping_unreadable_values_as_none() -> None:
-    output = "45, 1234, 81559, 56\n[N/A], 10, 24564, [Not Supported]\n\n101, -1, x, 999\n"
-    assert parse_nvidia_smi_stats(output) == [
-        GpuStats(utilization_pct=45.0, memory_used_mib=1234, memory_total_mib=81559,
-                 temperature_c=56.0),
-        GpuStats(utilization_pct=None, memory_used_mib=10, memory_total_mib=24564,
-                 temperature_c=None),
-        GpuStats(utilization_pct=None, memory_used_mib=None, memory_total_mib=None,
-                 temperature_c=None),
-    ]  # fmt: skip
-
-
 def test_a_load_reading_has_one_gpu_entry_per_announced_gpu() -> None:
     reading = read_load(0)
     assert reading.gpus == []
     assert 0.0 <= reading.cpu_pct <= 100.0
     assert reading.memory_used_mib > 0
-    # Whatever nvidia-smi says (or if it is absent), the count matches the hello's GPUs.
+    # Whatever NVML says (or if it is absent), the count matches the hello's GPUs.
     assert len(read_load(2).gpus) == 2
 
 
