@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -32,7 +33,18 @@ from node_agent.backends.base import (
     TextDelta,
 )
 from node_agent.backends.coalesce import coalesce
-from protocol import Chunk, Failed, Job, Message, Offer, Timings, Usage
+from protocol import (
+    Chunk,
+    Failed,
+    InvalidJsonText,
+    Job,
+    Message,
+    Offer,
+    Timings,
+    ToolCallDelta,
+    Usage,
+    encode_tool_call_deltas,
+)
 from protocol.messages import FinishReason
 
 __all__ = [
@@ -231,11 +243,17 @@ async def _send_text(
     running: RunningJob, outbox: Outbox, delta: TextDelta, monotonic: Callable[[], float]
 ) -> None:
     """Send ``delta`` as one chunk, or as several when it exceeds a chunk or frame limit."""
+    tool_calls_json: str | None = None
     too_big_for_a_chunk = (
         len(delta.text) > MAX_CHUNK_CHARS
         or delta.tokens > MAX_CHUNK_TOKENS
         or len(delta.token_ids or ()) > MAX_CHUNK_TOKENS
     )
+    if delta.tool_calls and not too_big_for_a_chunk:
+        try:
+            tool_calls_json = encode_tool_call_deltas(delta.tool_calls)
+        except InvalidJsonText:  # over the protocol's limit for the field
+            too_big_for_a_chunk = True
     if not too_big_for_a_chunk:
         chunk = Chunk(
             job_id=running.job.job_id,
@@ -243,6 +261,7 @@ async def _send_text(
             text=delta.text,
             tokens=delta.tokens,
             token_ids=None if delta.token_ids is None else list(delta.token_ids),
+            tool_calls_json=tool_calls_json,
         )
         try:
             await outbox.send(chunk)
@@ -263,15 +282,34 @@ async def _send_text(
         await _send_text(running, outbox, half, monotonic)
 
 
+def _split_output(
+    delta: TextDelta,
+) -> tuple[tuple[str, tuple[ToolCallDelta, ...]], tuple[str, tuple[ToolCallDelta, ...]]] | None:
+    """``delta``'s text and tool calls cut in two, in order; None if neither can be cut."""
+    text, calls = delta.text, delta.tool_calls
+    if text and calls:
+        return (text, ()), ("", calls)
+    if len(calls) >= 2:
+        cut = len(calls) // 2
+        return ("", calls[:cut]), ("", calls[cut:])
+    if len(calls) == 1 and len(calls[0].arguments) >= 2:
+        call = calls[0]
+        cut = len(call.arguments) // 2
+        rest = ToolCallDelta(index=call.index, arguments=call.arguments[cut:])
+        return ("", (dataclasses.replace(call, arguments=call.arguments[:cut]),)), ("", (rest,))
+    if len(text) >= 2:
+        cut = len(text) // 2
+        return (text[:cut], ()), (text[cut:], ())
+    return None
+
+
 def _halve(delta: TextDelta) -> tuple[TextDelta, TextDelta] | None:
-    """Two deltas holding ``delta``'s text, tokens and token ids in order; None if atomic."""
+    """Two deltas holding ``delta``'s output, tokens and token ids in order; None if atomic."""
     ids = delta.token_ids
-    if len(delta.text) >= 2:
-        cut = len(delta.text) // 2
-        texts = (delta.text[:cut], delta.text[cut:])
-    elif (ids is not None and len(ids) >= 2) or delta.tokens >= 2:
-        texts = (delta.text, "")
-    else:
+    parts = _split_output(delta)
+    if parts is None and ((ids is not None and len(ids) >= 2) or delta.tokens >= 2):
+        parts = (delta.text, delta.tool_calls), ("", ())
+    if parts is None:
         return None
     first_ids: tuple[int, ...] | None = None
     second_ids = ids
@@ -280,9 +318,10 @@ def _halve(delta: TextDelta) -> tuple[TextDelta, TextDelta] | None:
         id_cut = len(ids) // 2
         first_ids, second_ids = ids[:id_cut], ids[id_cut:]
         first_tokens = min(delta.tokens, len(first_ids))
+    (first_text, first_calls), (second_text, second_calls) = parts
     return (
-        TextDelta(texts[0], first_tokens, first_ids),
-        TextDelta(texts[1], delta.tokens - first_tokens, second_ids),
+        TextDelta(first_text, first_tokens, first_ids, first_calls),
+        TextDelta(second_text, delta.tokens - first_tokens, second_ids, second_calls),
     )
 
 

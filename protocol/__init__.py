@@ -57,8 +57,18 @@ from protocol.messages import (
 )
 from protocol.receipts import UsageReceipt
 from protocol.session import CoordinatorSession, NodeSession, SessionConfig, SessionState
+from protocol.tools import (
+    MAX_JSON_CHARS,
+    InvalidJsonText,
+    ToolCallDelta,
+    decode_tool_call_deltas,
+    dump_json_text,
+    encode_tool_call_deltas,
+    load_json_text,
+)
 
 __all__ = [
+    "MAX_JSON_CHARS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
@@ -85,6 +95,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "Identity",
+    "InvalidJsonText",
     "InvalidMessage",
     "Job",
     "JobAccepted",
@@ -108,10 +119,15 @@ __all__ = [
     "StaleFrame",
     "SystemClock",
     "Timings",
+    "ToolCallDelta",
     "UnexpectedMessage",
     "UnsupportedVersion",
     "UntrustedCoordinator",
     "Usage",
     "UsageReceipt",
     "Welcome",
+    "decode_tool_call_deltas",
+    "dump_json_text",
+    "encode_tool_call_deltas",
+    "load_json_text",
 ]

@@ -5,6 +5,10 @@ no type coercion, no unknown fields, every field present on the wire (even those
 default), numbers and lengths inside the documented ranges. Money is integer micro-USD
 (1 USD = 1,000,000 micro-USD), prices are per one million tokens, durations are integer
 milliseconds, and byte strings are msgpack ``bin``.
+
+OpenAI-shaped values that nest without bound (tool definitions, tool choice, response format, tool
+calls) travel as compact JSON text in ``*_json`` string fields, bounded in length; the schemas do
+not parse that text, the applications do (:mod:`protocol.tools`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from protocol.tools import MAX_JSON_CHARS
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -71,6 +77,9 @@ MAX_SKEW_MS = 600_000
 FrameBytes = Annotated[int, Field(ge=MIN_FRAME_BYTES, le=MAX_FRAME_BYTES)]
 SkewMs = Annotated[int, Field(ge=MIN_SKEW_MS, le=MAX_SKEW_MS)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+JsonText = Annotated[str, Field(min_length=1, max_length=MAX_JSON_CHARS)]
+"""A JSON value as text (see :mod:`protocol.tools`): receivers parse it as JSON."""
+ToolCallId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class WireModel(BaseModel):
@@ -140,9 +149,26 @@ class GpuStats(WireModel):
 
 
 class ChatMessage(WireModel):
+    """One message of a conversation.
+
+    An assistant message may carry the tool calls it made (``tool_calls_json``: the OpenAI
+    ``tool_calls`` array as JSON text), and its ``content`` may then be empty. A ``tool`` message
+    answers one call and names it (``tool_call_id``); no other role carries either field.
+    """
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str
     name: Name | None = None
+    tool_calls_json: JsonText | None = None
+    tool_call_id: ToolCallId | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields_match_role(self) -> ChatMessage:
+        if self.tool_calls_json is not None and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls_json")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("a tool message, and only a tool message, carries tool_call_id")
+        return self
 
 
 class SamplingParams(WireModel):
@@ -260,6 +286,14 @@ class Job(Message):
     prompt: str | None
     sampling: SamplingParams
     deadline_ms: UnixMs
+    tools_json: JsonText | None = None
+    """The OpenAI ``tools`` array (function definitions) the model may call."""
+    tool_choice_json: JsonText | None = None
+    """The OpenAI ``tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or a named function."""
+    parallel_tool_calls: bool | None = None
+    """Whether the model may call several tools in one turn; nil leaves it to the engine."""
+    response_format_json: JsonText | None = None
+    """The OpenAI ``response_format``: ``text``, ``json_object`` or ``json_schema``."""
 
     @model_validator(mode="after")
     def _input_matches_kind(self) -> Job:
@@ -267,6 +301,14 @@ class Job(Message):
             raise ValueError("a chat job carries messages and no prompt")
         if self.kind == "completion" and (self.prompt is None or self.messages is not None):
             raise ValueError("a completion job carries a prompt and no messages")
+        if self.kind == "completion" and (
+            self.tools_json is not None or self.response_format_json is not None
+        ):
+            raise ValueError("a completion job carries no tools and no response_format")
+        if self.tools_json is None and (
+            self.tool_choice_json is not None or self.parallel_tool_calls is not None
+        ):
+            raise ValueError("tool_choice_json and parallel_tool_calls need tools_json")
         return self
 
 
@@ -295,9 +337,11 @@ class Chunk(Message):
     token_ids: (
         Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(max_length=65_536)] | None
     ) = None
+    tool_calls_json: JsonText | None = None
+    """Tool-call fragments (OpenAI ``delta.tool_calls`` items) as a JSON array, if any."""
 
 
-FinishReason = Literal["stop", "length", "cancelled", "content_filter"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "content_filter"]
 
 
 class Done(Message):

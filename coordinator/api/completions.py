@@ -4,6 +4,12 @@ Streaming responses wait a short grace period for the first output before sendin
 a request that cannot start (unknown model, no capacity, every node failed) still gets its real
 HTTP status. If the first token takes longer, headers go out and SSE keep-alive comments follow
 until output arrives; a failure after that is an ``error`` event, then ``[DONE]``.
+
+Tool calls come from the node as fragments (``Chunk.tool_calls_json``): a stream passes them on
+as OpenAI ``delta.tool_calls``; a whole answer joins the fragments of each call (arguments
+concatenated, id and name from the first fragment that has them) into ``message.tool_calls``,
+with ``content`` null when there was no text. A node whose fragments cannot be read has failed
+the answer (``invalid_node_output``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from coordinator.hub.dispatch import (
     Output,
     UnknownModel,
 )
-from protocol import ChatMessage, Chunk, Done, Job, SamplingParams
+from protocol import (
+    ChatMessage,
+    Chunk,
+    Done,
+    InvalidJsonText,
+    Job,
+    SamplingParams,
+    ToolCallDelta,
+    decode_tool_call_deltas,
+)
 
 __all__ = ["CompletionSettings", "build_job", "respond"]
 
@@ -64,8 +79,27 @@ def build_job(body: ChatCompletionRequest | CompletionRequest, settings: Complet
         "deadline_ms": int((time.time() + settings.request_timeout_s) * 1000),
     }
     if isinstance(body, ChatCompletionRequest):
-        messages = [ChatMessage(role=m.role, content=m.text(), name=m.name) for m in body.messages]
-        return Job(kind="chat", messages=messages, prompt=None, **common)
+        messages = [
+            ChatMessage(
+                role=m.role,
+                content=m.text(),
+                name=m.name,
+                tool_calls_json=m.tool_calls_json(position),
+                tool_call_id=m.tool_call_id,
+            )
+            for position, m in enumerate(body.messages)
+        ]
+        tools_json = body.tools_json()
+        return Job(
+            kind="chat",
+            messages=messages,
+            prompt=None,
+            tools_json=tools_json,
+            tool_choice_json=body.tool_choice_json(),
+            parallel_tool_calls=None if tools_json is None else body.parallel_tool_calls,
+            response_format_json=body.response_format_json(),
+            **common,
+        )
     return Job(kind="completion", messages=None, prompt=body.prompt, **common)
 
 
@@ -82,6 +116,48 @@ def _as_api_error(error: DispatchError) -> ApiError:
     if isinstance(error, NodesFailed):
         return ApiError(502, f"every node tried failed: {error}", code="upstream_failed")
     return ApiError(500, str(error))
+
+
+class _BadNodeOutput(Exception):
+    """The node sent output the coordinator cannot read; the answer has failed."""
+
+
+def _tool_calls(chunk: Chunk) -> tuple[ToolCallDelta, ...]:
+    if chunk.tool_calls_json is None:
+        return ()
+    try:
+        return decode_tool_call_deltas(chunk.tool_calls_json)
+    except InvalidJsonText as error:
+        raise _BadNodeOutput(f"the node sent unreadable tool calls: {error}") from None
+
+
+class _ToolCallsBuilder:
+    """Joins streamed tool-call fragments into whole OpenAI ``tool_calls``, by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragment: ToolCallDelta) -> None:
+        call = self._calls.setdefault(fragment.index, {"id": None, "name": None, "arguments": []})
+        if call["id"] is None:
+            call["id"] = fragment.id
+        if call["name"] is None:
+            call["name"] = fragment.name
+        call["arguments"].append(fragment.arguments)
+
+    def build(self) -> list[dict[str, Any]]:
+        return [
+            {
+                # A node should name every call; one that did not still gets an answerable id.
+                "id": call["id"] or f"call_{secrets.token_hex(12)}",
+                "type": "function",
+                "function": {"name": call["name"] or "", "arguments": "".join(call["arguments"])},
+            }
+            for _, call in sorted(self._calls.items())
+        ]
 
 
 class _Shape:
@@ -102,11 +178,15 @@ class _Shape:
             "model": self.model,
         }
 
-    def delta(self, text: str, first: bool) -> dict[str, Any]:
+    def delta(
+        self, text: str, first: bool, tool_calls: tuple[ToolCallDelta, ...] = ()
+    ) -> dict[str, Any]:
         if self.chat:
-            delta: dict[str, Any] = {"content": text}
+            delta: dict[str, Any] = {"content": text if text or not tool_calls else None}
             if first:
                 delta["role"] = "assistant"
+            if tool_calls:
+                delta["tool_calls"] = [call.to_openai() for call in tool_calls]
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
@@ -122,11 +202,18 @@ class _Shape:
     def usage_chunk(self, done: Done) -> dict[str, Any]:
         return {**self._envelope(True), "choices": [], "usage": _usage(done)}
 
-    def whole(self, text: str, done: Done) -> dict[str, Any]:
+    def whole(self, text: str, tool_calls: _ToolCallsBuilder, done: Done) -> dict[str, Any]:
         if self.chat:
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": text if text or not tool_calls else None,
+                "refusal": None,
+            }
+            if tool_calls:
+                message["tool_calls"] = tool_calls.build()
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": done.finish_reason,
             }
@@ -193,17 +280,22 @@ async def _whole_response(
     events: AsyncGenerator[tuple[str, Output], None], shape: _Shape, headers: dict[str, str]
 ) -> Response[Any]:
     parts: list[str] = []
+    tool_calls = _ToolCallsBuilder()
     try:
         async for node_id, event in events:
             headers["x-shareai-node"] = node_id
             if isinstance(event, Chunk):
                 parts.append(event.text)
+                for fragment in _tool_calls(event) if shape.chat else ():
+                    tool_calls.add(fragment)
             elif isinstance(event, Done):
-                return Response(shape.whole("".join(parts), event), headers=headers)
+                return Response(shape.whole("".join(parts), tool_calls, event), headers=headers)
             else:
                 raise ApiError(502, f"the node failed mid-answer: {event.message}", code=event.code)
     except DispatchError as error:
         raise _as_api_error(error) from None
+    except _BadNodeOutput as error:
+        raise ApiError(502, str(error), code="invalid_node_output") from None
     finally:
         await events.aclose()
     raise ApiError(502, "the node ended the answer without finishing it", code="upstream_failed")
@@ -214,7 +306,13 @@ def _render(
 ) -> tuple[list[bytes], bool]:
     """The SSE frames for one event, and whether the stream ends with it."""
     if isinstance(event, Chunk):
-        return ([_sse(shape.delta(event.text, first=first))] if event.text else []), False
+        try:
+            tool_calls = _tool_calls(event) if shape.chat else ()
+        except _BadNodeOutput as error:
+            return [_sse(error_body(502, str(error), "invalid_node_output", None))], True
+        if not event.text and not tool_calls:
+            return [], False
+        return [_sse(shape.delta(event.text, first=first, tool_calls=tool_calls))], False
     if isinstance(event, Done):
         frames = [_sse(shape.finish(event.finish_reason))]
         if include_usage:

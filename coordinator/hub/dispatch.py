@@ -2,7 +2,10 @@
 
 :meth:`Dispatcher.stream` yields the job's output events. Before anything is yielded it may try
 several nodes: a node that refuses, fails or disconnects before its first chunk is replaced by
-the next candidate (transparent to the customer). Once output has been yielded, a failure ends
+the next candidate (transparent to the customer). An ``invalid_request`` or
+``context_length_exceeded`` ends the search at once (another node would say the same), unless the
+node marks its ``failed`` as retryable: it cannot serve such a request (a backend without tool
+calling, say) but another node may. Once output has been yielded, a failure ends
 the stream with :class:`StreamBroken`. Closing the generator early (the customer went away)
 cancels the job on its node.
 
@@ -11,7 +14,8 @@ Errors raised before the first event::
     DispatchError
     ├── UnknownModel        no live node offers the model                      (404)
     ├── NoCapacity          nodes offer it but none has a free slot            (503)
-    ├── JobRejected         the node says the request itself is bad            (400)
+    ├── JobRejected         the node says the request itself is bad, or every  (400)
+    │                       node tried said it cannot serve such a request
     ├── NodesFailed         every node tried failed before its first token     (502)
     └── DeadlineExceeded    the request's deadline passed before output        (504)
 
@@ -91,16 +95,23 @@ class Dispatcher:
         """Yield ``(node_id, event)`` for ``job`` until a Done or StreamBroken (see module doc)."""
         tried: set[str] = set()
         failures: list[str] = []
+        unsupported: list[JobRejected] = []
         while True:
-            node = self._next_node(job.model, tried, failures)
+            try:
+                node = self._next_node(job.model, tried, failures)
+            except NodesFailed as error:
+                raise _gave_up(error, failures, unsupported) from None
             tried.add(node.node_id)
             outcome = _Attempt(node, job)
             try:
                 first = await outcome.start()
+                if isinstance(first, JobRejected):
+                    unsupported.append(first)
+                    first = f"failed ({first.code}): {first}"
                 if isinstance(first, str):
                     failures.append(f"{node.node_id}: {first}")
                     if len(tried) >= self.max_attempts:
-                        raise NodesFailed("; ".join(failures))
+                        raise _gave_up(NodesFailed("; ".join(failures)), failures, unsupported)
                     continue
                 yield node.node_id, first
                 if isinstance(first, Done):
@@ -122,6 +133,25 @@ class Dispatcher:
         raise NoCapacity(f"every node serving {model!r} is busy; retry shortly")
 
 
+def _gave_up(
+    error: NodesFailed, failures: list[str], unsupported: list[JobRejected]
+) -> DispatchError:
+    """What to raise when no node is left: a rejection when every node said it cannot serve."""
+    if unsupported and len(unsupported) == len(failures):
+        last = unsupported[-1]
+        return JobRejected(last.code, f"no node could serve this request: {last}")
+    return error
+
+
+def _failover_or_reject(failed: Failed) -> str | JobRejected:
+    """Why a node failed before its first output (to fail over), or raise JobRejected."""
+    if failed.code not in _NOT_RETRYABLE_FAILURES:
+        return f"failed ({failed.code}): {failed.message}"
+    if not failed.retryable:
+        raise JobRejected(failed.code, failed.message)
+    return JobRejected(failed.code, failed.message)  # this node cannot; another node may
+
+
 class _Attempt:
     """One job on one node."""
 
@@ -135,8 +165,12 @@ class _Attempt:
     def _remaining_s(self) -> float:
         return max(0.0, self.job.deadline_ms / 1000 - time.time())
 
-    async def start(self) -> Chunk | Done | str:
-        """Send the job and wait for its first output; a string says why it failed over."""
+    async def start(self) -> Chunk | Done | str | JobRejected:
+        """Send the job and wait for its first output; a string says why it failed over.
+
+        A returned (not raised) JobRejected is a node that cannot serve this request while
+        another node may: the caller fails over, and reports it if no node can.
+        """
         try:
             await self.node.link.send(self.job)
         except ValueError as error:  # the job frame is over the node's frame limit
@@ -165,9 +199,7 @@ class _Attempt:
                     raise JobRejected(event.reason, event.message)
                 return f"refused ({event.reason}): {event.message}"
             if isinstance(event, Failed):
-                if event.code in _NOT_RETRYABLE_FAILURES:
-                    raise JobRejected(event.code, event.message)
-                return f"failed ({event.code}): {event.message}"
+                return _failover_or_reject(event)
             return f"disconnected: {event.reason}"
 
     async def rest(self) -> AsyncIterator[Output]:

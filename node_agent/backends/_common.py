@@ -1,15 +1,17 @@
-"""Helpers shared by the backends: the job's model and deadline, and error messages."""
+"""Helpers shared by the backends: the job's model, deadline and JSON text, and error messages."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from node_agent.backends.base import BackendError
-from protocol import Clock, Job
+from protocol import Clock, InvalidJsonText, Job, load_json_text
 
 __all__ = [
     "MAX_ERROR_MESSAGE_CHARS",
     "check_model",
+    "job_json",
     "loop_deadline",
     "short_message",
 ]
@@ -46,3 +48,14 @@ def loop_deadline(job: Job, clock: Clock) -> float:
     if remaining_s <= 0:
         raise BackendError("timeout", "the job's deadline had passed", retryable=False)
     return asyncio.get_running_loop().time() + remaining_s
+
+
+def job_json(text: str, field: str) -> Any:
+    """The JSON value of one of the job's JSON-text fields (``protocol.tools``).
+
+    Raises ``invalid_request``, not retryable: the coordinator sent text that is not JSON.
+    """
+    try:
+        return load_json_text(text, field=field)
+    except InvalidJsonText as error:
+        raise BackendError("invalid_request", short_message(str(error)), retryable=False) from None

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from protocol import Job, Offer
+from protocol import Job, Offer, ToolCallDelta
 
 __all__ = [
     "BackendError",
@@ -54,11 +54,16 @@ FailureCode = Literal[
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """New output text and how many tokens it is (token ids when the engine exposes them)."""
+    """New output and how many tokens it is (token ids when the engine exposes them).
+
+    The output is text, fragments of tool calls the model is making (``tool_calls``, in the
+    order the engine streamed them; see :class:`~protocol.ToolCallDelta`), or both.
+    """
 
     text: str
     tokens: int
     token_ids: tuple[int, ...] | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ class Finished:
 
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: Literal["stop", "length", "content_filter"]
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 BackendEvent = TextDelta | Finished

@@ -10,8 +10,13 @@ these guarantees:
   ``BackendError`` first flushes what is pending, then passes the end on;
 - the batch timer runs while the source is silent: a batch whose time is up is flushed even if no
   further delta arrives (the source is read by a helper task, never cancelled mid-read by a timer);
-- a batch is flushed before it would pass ``max_chars`` characters, so merged chunks stay well
-  inside the protocol's chunk limits (a single delta larger than that passes through unmerged).
+- a batch is flushed before it would pass ``max_chars`` characters (of text and of tool-call ids,
+  names and arguments), so merged chunks stay well inside the protocol's chunk limits (a single
+  delta larger than that passes through unmerged);
+- tool-call fragments are merged in order, never into the text: a merged delta carries the text
+  of its parts and their fragments, and consecutive fragments of one call (same ``index``, the
+  later one carrying only ``arguments``) become one fragment with the arguments joined, which is
+  what a client reading the fragments would rebuild anyway.
 
 Time is read from an injectable :class:`~protocol.Clock` (its ``monotonic``), so tests decide
 deterministically when a batch's time is up; only the wait on a silent source uses real time.
@@ -23,17 +28,19 @@ which is how cancellation reaches the backend.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from typing import Final
 
 from node_agent.backends.base import BackendEvent, TextDelta
-from protocol import Clock, SystemClock
+from protocol import Clock, SystemClock, ToolCallDelta
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
     "DEFAULT_MAX_DELAY_MS",
     "DEFAULT_MAX_TOKENS",
     "coalesce",
+    "delta_chars",
     "merge_deltas",
 ]
 
@@ -57,8 +64,23 @@ async def _next_or_end(iterator: AsyncIterator[BackendEvent]) -> BackendEvent | 
         return _END
 
 
+def _join_tool_calls(calls: Iterable[ToolCallDelta]) -> tuple[ToolCallDelta, ...]:
+    """``calls`` in order, each arguments-only fragment joined onto the one before of its call."""
+    joined: list[ToolCallDelta] = []
+    for call in calls:
+        last = joined[-1] if joined else None
+        if last is not None and last.index == call.index and call.id is None and call.name is None:
+            joined[-1] = dataclasses.replace(last, arguments=last.arguments + call.arguments)
+        else:
+            joined.append(call)
+    return tuple(joined)
+
+
 def merge_deltas(deltas: list[TextDelta]) -> TextDelta:
-    """One delta holding ``deltas`` in order (token ids kept only when every delta has them)."""
+    """One delta holding ``deltas`` in order (token ids kept only when every delta has them).
+
+    Text is joined with text and tool-call fragments with fragments (see the module docstring).
+    """
     if len(deltas) == 1:
         return deltas[0]
     token_ids: tuple[int, ...] | None = None
@@ -68,7 +90,16 @@ def merge_deltas(deltas: list[TextDelta]) -> TextDelta:
         text="".join(delta.text for delta in deltas),
         tokens=sum(delta.tokens for delta in deltas),
         token_ids=token_ids,
+        tool_calls=_join_tool_calls(call for delta in deltas for call in delta.tool_calls),
     )
+
+
+def delta_chars(delta: TextDelta) -> int:
+    """The characters ``delta`` holds: its text, and its tool calls' ids, names and arguments."""
+    chars = len(delta.text)
+    for call in delta.tool_calls:
+        chars += len(call.id or "") + len(call.name or "") + len(call.arguments)
+    return chars
 
 
 class _Batch:
@@ -88,7 +119,7 @@ class _Batch:
             self.started_s = now_s
         self.deltas.append(delta)
         self.tokens += delta.tokens
-        self.chars += len(delta.text)
+        self.chars += delta_chars(delta)
 
     def push(
         self, delta: TextDelta, now_s: float, *, max_tokens: int, max_delay_s: float, max_chars: int
@@ -96,7 +127,7 @@ class _Batch:
         """Add ``delta``; return the merged deltas now due (none, one or two of them)."""
         due: list[TextDelta] = []
         if self.deltas and (
-            now_s - self.started_s >= max_delay_s or self.chars + len(delta.text) > max_chars
+            now_s - self.started_s >= max_delay_s or self.chars + delta_chars(delta) > max_chars
         ):
             due.append(self.take())
         self.add(delta, now_s)

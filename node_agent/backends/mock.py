@@ -17,6 +17,19 @@ What it produces, exactly:
   whose ``max_tokens`` is smaller is cut there and ends with ``length``. A stop sequence that
   occurs in the text ends it just before the sequence (not included, as OpenAI does) with
   ``stop``; the cut word counts as a token.
+- **JSON mode.** With ``response_format`` ``json_object`` or ``json_schema`` the text is one JSON
+  object, ``{"mock": "<words>"}``: the opening ``{"mock": "``, ``output_tokens - 2`` words (at
+  least one) and the closing ``"}``, one token each, cut by ``max_tokens`` and stop sequences as
+  above (a cut answer is not valid JSON, as with a real model). A ``json_schema`` is not
+  followed: the object has the one key ``mock`` whatever the schema says.
+- **Tool calls.** With ``tools`` and ``tool_choice`` ``"required"`` (the first tool) or naming a
+  function (that one), the answer is one call of that function with arguments ``{}``, streamed
+  as two fragments (id ``call_<24 hex>`` from the prompt's hash, type and name with empty
+  arguments, then the arguments) and no text, ending with ``tool_calls``; a ``max_tokens`` of 1
+  stops after the first fragment with ``length``. ``{}`` may not fit the function's parameters:
+  the mock does not read them. With ``tool_choice`` ``"auto"``, ``"none"`` or none at all the
+  mock never calls a tool and answers with text. Job JSON that is not JSON is an
+  ``invalid_request``.
 - **Timing.** The first token comes ``time_to_first_token_ms`` after the job starts, then one
   token every ``1 / tokens_per_s`` seconds, on a fixed schedule (no drift). Time is read through
   an injectable :class:`~protocol.Clock` and waited through an injectable ``sleep``.
@@ -32,12 +45,12 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from node_agent.backends._common import check_model
+from node_agent.backends._common import check_model, job_json
 from node_agent.backends.base import BackendError, BackendEvent, Finished, TextDelta
 from node_agent.backends.config import BackendConfig, MockOptions
-from protocol import Clock, Job, Offer, SystemClock
+from protocol import Clock, Job, Offer, SystemClock, ToolCallDelta
 
 __all__ = ["MOCK_WEIGHTS_HASH", "MockBackend", "MockCompletion", "mock_completion"]
 
@@ -63,8 +76,10 @@ class MockCompletion:
 
     pieces: tuple[str, ...]
     """The text deltas, one token each."""
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     prompt_tokens: int
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    """Tool-call fragments streamed after the text, one token each."""
 
     @property
     def text(self) -> str:
@@ -102,13 +117,67 @@ def _words(seed: bytes, count: int) -> list[str]:
     return pieces
 
 
+def _job_json(text: str | None, field: str) -> Any:
+    return None if text is None else job_json(text, field)
+
+
+def _forced_tool(job: Job) -> str | None:
+    """The function the job makes the model call, if any (see the module docstring)."""
+    tools = _job_json(job.tools_json, "tools_json")
+    choice = _job_json(job.tool_choice_json, "tool_choice_json")
+    if not isinstance(tools, list) or not tools:
+        return None
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        return name if isinstance(name, str) and name else None
+    if choice == "required":
+        function = tools[0].get("function") if isinstance(tools[0], dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        return name if isinstance(name, str) and name else None
+    return None
+
+
+def _wants_json(job: Job) -> bool:
+    response_format = _job_json(job.response_format_json, "response_format_json")
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )
+
+
+def _tool_call(job: Job, seed_text: str, name: str) -> MockCompletion:
+    digest = hashlib.blake2b(seed_text.encode(), digest_size=12).hexdigest()
+    fragments = (
+        ToolCallDelta(index=0, id=f"call_{digest}", name=name),
+        ToolCallDelta(index=0, arguments="{}"),
+    )
+    max_tokens = job.sampling.max_tokens
+    return MockCompletion(
+        pieces=(),
+        finish_reason="length" if max_tokens < len(fragments) else "tool_calls",
+        prompt_tokens=_prompt_tokens(job),
+        tool_calls=fragments[:max_tokens],
+    )
+
+
 def mock_completion(job: Job, options: MockOptions) -> MockCompletion:
-    """The mock's answer to ``job``: a pure function of the prompt, sampling and options."""
+    """The mock's answer to ``job``: a pure function of the prompt, sampling and options.
+
+    Raises ``invalid_request`` when the job's tools, tool choice or response format is not JSON.
+    """
     seed_text = f"{_prompt_text(job)}\0{job.sampling.seed}"
+    forced_tool = _forced_tool(job)
+    if forced_tool is not None:
+        return _tool_call(job, seed_text, forced_tool)
     seed = hashlib.blake2b(seed_text.encode(), digest_size=32).digest()
-    cut_by_length = job.sampling.max_tokens < options.output_tokens
     # The final word of a natural answer carries a full stop; a cut answer has no natural end.
-    words = _words(seed, options.output_tokens)[: job.sampling.max_tokens]
+    if _wants_json(job):
+        all_words = ['{"mock": "', *_words(seed, max(1, options.output_tokens - 2)), '"}']
+    else:
+        all_words = _words(seed, options.output_tokens)
+    cut_by_length = job.sampling.max_tokens < len(all_words)
+    words = all_words[: job.sampling.max_tokens]
     finish_reason: Literal["stop", "length"] = "length" if cut_by_length else "stop"
 
     text = "".join(words)
@@ -174,16 +243,20 @@ class MockBackend:
         first_token_s = options.time_to_first_token_ms / 1000.0
         token_interval_s = 1.0 / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
 
-        for index, piece in enumerate(completion.pieces):
+        deltas = [TextDelta(text=piece, tokens=1) for piece in completion.pieces]
+        deltas += [
+            TextDelta(text="", tokens=1, tool_calls=(call,)) for call in completion.tool_calls
+        ]
+        for index, delta in enumerate(deltas):
             await self._wait_until(started_s + first_token_s + index * token_interval_s, job)
             if index == fail_after:
                 raise BackendError("backend_error", "mock failure (injected)", retryable=True)
-            yield TextDelta(text=piece, tokens=1)
+            yield delta
         if fail_after is not None:
             raise BackendError("backend_error", "mock failure (injected)", retryable=True)
         yield Finished(
             prompt_tokens=completion.prompt_tokens,
-            completion_tokens=len(completion.pieces),
+            completion_tokens=len(deltas),
             finish_reason=completion.finish_reason,
         )
 

@@ -13,11 +13,21 @@ Mapping:
   ``system``, which every compatible server understands.
 - **Sampling.** ``max_tokens``, ``temperature``, ``top_p``, ``stop`` (when not empty), ``seed``
   (when set), ``presence_penalty`` and ``frequency_penalty`` are passed through.
+- **Tools and structured output.** ``tools``, ``tool_choice``, ``parallel_tool_calls`` and
+  ``response_format`` are passed through as the job carries them (when set), and so are an
+  assistant message's ``tool_calls`` (its empty ``content`` then sent as ``null``) and a tool
+  message's ``tool_call_id``. JSON text in the job that is not JSON is an ``invalid_request``
+  (not retryable). Streamed ``delta.tool_calls`` become the ``tool_calls`` of the backend's
+  deltas, fragment by fragment; a call whose first fragment has no ``id`` gets one
+  (``call_<24 hex>``), because a client needs it to answer the call, and an id or name repeated
+  on a later fragment of the same call is dropped (clients would join the copies). An upstream
+  that cannot do tools answers with an HTTP 4xx, which is an ``invalid_request`` as below.
 - **Usage.** Taken from the upstream's final usage chunk. An upstream that sends none (an old
   server ignoring ``stream_options``) gets its completion tokens counted as the number of content
-  deltas (servers stream one token per delta, so this is close but not exact), and its prompt
-  tokens reported as 0, because they cannot be known without the model's tokenizer; a warning
-  is logged once per backend. The coordinator counts tokens itself where it has the tokenizer.
+  and tool-call deltas (servers stream one token per delta, so this is close but not exact), and
+  its prompt tokens reported as 0, because they cannot be known without the model's tokenizer; a
+  warning is logged once per backend. The coordinator counts tokens itself where it has the
+  tokenizer.
 - **Errors** (all :class:`~node_agent.backends.base.BackendError`; retryable means another node
   may succeed):
 
@@ -47,12 +57,13 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 import httpx
 
-from node_agent.backends._common import check_model, loop_deadline, short_message
+from node_agent.backends._common import check_model, job_json, loop_deadline, short_message
 from node_agent.backends.base import (
     BackendError,
     BackendEvent,
@@ -62,7 +73,14 @@ from node_agent.backends.base import (
 )
 from node_agent.backends.config import BackendConfig
 from node_agent.backends.sse import SSEDecoder, SSEError
-from protocol import Clock, Job, Offer, SystemClock
+from protocol import (
+    ChatMessage,
+    Clock,
+    Job,
+    Offer,
+    SystemClock,
+    ToolCallDelta,
+)
 
 __all__ = [
     "OpenAIBackend",
@@ -87,11 +105,11 @@ _CONTEXT_WORDING = re.compile(
     re.IGNORECASE,
 )
 
-_FINISH_REASONS: dict[str, Literal["stop", "length", "content_filter"]] = {
+_FINISH_REASONS: dict[str, Literal["stop", "length", "tool_calls", "content_filter"]] = {
     "stop": "stop",
     "eos": "stop",
-    "tool_calls": "stop",
-    "function_call": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
     "length": "length",
     "max_tokens": "length",
     "content_filter": "content_filter",
@@ -103,22 +121,40 @@ def is_context_length_error(text: str) -> bool:
     return _CONTEXT_WORDING.search(text) is not None
 
 
+def _upstream_message(message: ChatMessage) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "role": "system" if message.role == "developer" else message.role,
+        "content": message.content,
+    }
+    if message.name is not None:
+        item["name"] = message.name
+    if message.tool_calls_json is not None:
+        item["tool_calls"] = job_json(message.tool_calls_json, "tool_calls_json")
+        if not message.content:
+            item["content"] = None  # what OpenAI's API writes for a message of calls only
+    if message.tool_call_id is not None:
+        item["tool_call_id"] = message.tool_call_id
+    return item
+
+
 def build_request_body(job: Job, upstream_model: str) -> tuple[str, dict[str, Any]]:
-    """The path and JSON body of the streaming request for ``job``."""
+    """The path and JSON body of the streaming request for ``job``.
+
+    Raises ``invalid_request`` when the job's JSON text (tools, tool calls...) is not JSON.
+    """
     sampling = job.sampling
     body: dict[str, Any] = {"model": upstream_model}
     if job.messages is not None:
         path = CHAT_PATH
-        messages: list[dict[str, str]] = []
-        for message in job.messages:
-            item = {
-                "role": "system" if message.role == "developer" else message.role,
-                "content": message.content,
-            }
-            if message.name is not None:
-                item["name"] = message.name
-            messages.append(item)
-        body["messages"] = messages
+        body["messages"] = [_upstream_message(message) for message in job.messages]
+        if job.tools_json is not None:
+            body["tools"] = job_json(job.tools_json, "tools_json")
+        if job.tool_choice_json is not None:
+            body["tool_choice"] = job_json(job.tool_choice_json, "tool_choice_json")
+        if job.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = job.parallel_tool_calls
+        if job.response_format_json is not None:
+            body["response_format"] = job_json(job.response_format_json, "response_format_json")
     else:
         path = COMPLETIONS_PATH
         body["prompt"] = job.prompt or ""
@@ -194,6 +230,8 @@ class _StreamReader:
     def __init__(self, *, chat: bool) -> None:
         self.chat = chat
         self.content_deltas = 0
+        self.tool_calls: dict[int, tuple[str, str | None]] = {}
+        """The id and name passed on for each tool call, by index."""
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
@@ -237,18 +275,65 @@ class _StreamReader:
         return deltas
 
     def _read_choice(self, choice: dict[str, Any]) -> TextDelta | None:
+        tool_calls: tuple[ToolCallDelta, ...] = ()
         if self.chat:
             delta = choice.get("delta")
-            content = delta.get("content") if isinstance(delta, dict) else None
+            delta = delta if isinstance(delta, dict) else {}
+            content = delta.get("content")
+            tool_calls = self._read_tool_calls(delta.get("tool_calls"))
         else:
             content = choice.get("text")
         finish_reason = choice.get("finish_reason")
         if isinstance(finish_reason, str) and finish_reason:
             self.finish_reason = finish_reason
-        if isinstance(content, str) and content:
+        text = content if isinstance(content, str) else ""
+        if text or tool_calls:
             self.content_deltas += 1
-            return TextDelta(text=content, tokens=1)
+            return TextDelta(text=text, tokens=1, tool_calls=tool_calls)
         return None
+
+    def _read_tool_calls(self, items: object) -> tuple[ToolCallDelta, ...]:
+        if items is None:
+            return ()
+        if not isinstance(items, list):
+            raise BackendError(
+                "backend_error", "upstream sent tool_calls that are not a list", retryable=True
+            )
+        return tuple(self._read_tool_call(position, item) for position, item in enumerate(items))
+
+    def _read_tool_call(self, position: int, item: object) -> ToolCallDelta:
+        """One upstream ``delta.tool_calls`` item, checked as the protocol will check it."""
+        if not isinstance(item, dict):
+            raise BackendError(
+                "backend_error", "upstream sent a tool call that is not an object", retryable=True
+            )
+        index = item.get("index", position)
+        function = item.get("function")
+        function = function if isinstance(function, dict) else {}
+        call_id, name, arguments = item.get("id"), function.get("name"), function.get("arguments")
+        if (
+            type(index) is not int
+            or not 0 <= index < 2**31
+            or not _optional_text(call_id)
+            or not _optional_text(name)
+            or not isinstance(arguments, str | None)
+        ):
+            raise BackendError(
+                "backend_error",
+                short_message(f"upstream sent a malformed tool call: {json.dumps(item)}"),
+                retryable=True,
+            )
+        seen = self.tool_calls.get(index)
+        if seen is None:
+            call_id = call_id or f"call_{secrets.token_hex(12)}"
+            self.tool_calls[index] = (call_id, name)
+        else:
+            # Some servers repeat the id (and name) on every fragment; clients would join them.
+            known_id, known_name = seen
+            call_id = None if call_id == known_id else call_id
+            name = None if name == known_name else name
+            self.tool_calls[index] = (known_id, known_name or name)
+        return ToolCallDelta(index=index, id=call_id, name=name, arguments=arguments or "")
 
 
 class OpenAIBackend:
@@ -363,6 +448,11 @@ class OpenAIBackend:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+def _optional_text(value: object) -> bool:
+    """Whether ``value`` is None or a string the protocol carries as an id or a name."""
+    return value is None or (isinstance(value, str) and 1 <= len(value) <= 256)
 
 
 def _deadline_passed() -> BackendError:

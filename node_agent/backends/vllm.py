@@ -31,6 +31,11 @@ How a job runs:
 - **Cancellation and deadline.** Closing or cancelling the generator, or ``job.deadline_ms``
   passing, closes the engine's stream and calls ``engine.abort(request_id)``, so the GPU stops
   working on the request at once.
+- **Not supported yet.** Tools (``tools``, tool calls in the conversation, ``tool`` messages)
+  and structured output (a ``response_format`` other than ``{"type": "text"}``) would need the
+  engine's tool parsers and guided decoding, whose interfaces differ between vLLM versions; such
+  a job fails at once with ``invalid_request``, retryable (a node on another backend may serve
+  it), before anything reaches the engine.
 - **Errors.** An engine error whose text speaks of the context length is
   ``context_length_exceeded``; a ``ValueError`` or ``TypeError`` (vLLM's validation) is a
   non-retryable ``invalid_request``; anything else, a dead engine included, a retryable
@@ -48,7 +53,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
-from node_agent.backends._common import check_model, loop_deadline, short_message
+from node_agent.backends._common import check_model, job_json, loop_deadline, short_message
 from node_agent.backends.base import BackendError, BackendEvent, Finished, TextDelta
 from node_agent.backends.config import BackendConfig
 from node_agent.backends.openai import is_context_length_error
@@ -142,6 +147,26 @@ def _error_from_engine(error: Exception) -> BackendError:
     if any(cls.__name__ in _VALIDATION_ERRORS for cls in type(error).__mro__):
         return BackendError("invalid_request", detail, retryable=False)
     return BackendError("backend_error", detail, retryable=True)
+
+
+def _refuse_unsupported(job: Job) -> None:
+    """Raise ``invalid_request`` (retryable elsewhere) for what this backend cannot do yet."""
+
+    def unsupported(what: str) -> BackendError:
+        return BackendError(
+            "invalid_request", f"{what} not supported by the vllm backend yet", retryable=True
+        )
+
+    if job.tools_json is not None:
+        raise unsupported("tools are")
+    if job.messages is not None and any(
+        message.tool_calls_json is not None or message.role == "tool" for message in job.messages
+    ):
+        raise unsupported("tool calls and tool messages are")
+    if job.response_format_json is not None:
+        response_format = job_json(job.response_format_json, "response_format_json")
+        if response_format != {"type": "text"}:
+            raise unsupported("response_format (structured output) is")
 
 
 class _Sent:
@@ -318,6 +343,7 @@ class VllmBackend:
 
     async def generate(self, job: Job) -> AsyncGenerator[BackendEvent, None]:
         check_model(job, self._config.model)
+        _refuse_unsupported(job)
         deadline = loop_deadline(job, self._clock)
         prompt_ids, params = await self._prepare(job)
         request_id = f"{job.job_id}-{next(_request_numbers)}"

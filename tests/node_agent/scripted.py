@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Literal
 
 from node_agent.backends.base import BackendError, BackendEvent, Finished, TextDelta
 from protocol import ChatMessage, Hardware, Job, Offer, SamplingParams
@@ -49,7 +50,8 @@ class ScriptedBackend:
     """Streams ``words`` (one token each) then finishes; records how each generation ended.
 
     With ``hold_after=n`` every generation stops before its ``n``-th word until :attr:`gate` is
-    set. ``fail`` makes every generation raise that error after the held point.
+    set. ``fail`` makes every generation raise that error after the held point. ``deltas``
+    replaces the words with these exact events, and ``finish_reason`` ends with that reason.
     """
 
     def __init__(
@@ -60,9 +62,15 @@ class ScriptedBackend:
         prompt_tokens: int = 5,
         hold_after: int | None = None,
         fail: BackendError | None = None,
+        deltas: Sequence[TextDelta] | None = None,
+        finish_reason: Literal["stop", "length", "tool_calls", "content_filter"] = "stop",
     ) -> None:
         self._offers = list(offers) or [offer()]
         self.words = tuple(words)
+        self.deltas = (
+            tuple(deltas) if deltas is not None else tuple(TextDelta(w, 1) for w in self.words)
+        )
+        self.finish_reason = finish_reason
         self.prompt_tokens = prompt_tokens
         self.hold_after = hold_after
         self.fail = fail
@@ -82,11 +90,11 @@ class ScriptedBackend:
         self.started.put_nowait(job.job_id)
         outcome = "closed"  # closed by the consumer at a yield
         try:
-            for index, word in enumerate(self.words):
+            for index, delta in enumerate(self.deltas):
                 if index == self.hold_after:
                     await self.gate.wait()
-                yield TextDelta(text=word, tokens=1)
-            if self.hold_after == len(self.words):
+                yield delta
+            if self.hold_after == len(self.deltas):
                 await self.gate.wait()
             if self.fail is not None:
                 outcome = "failed"
@@ -94,8 +102,8 @@ class ScriptedBackend:
             outcome = "finished"
             yield Finished(
                 prompt_tokens=self.prompt_tokens,
-                completion_tokens=len(self.words),
-                finish_reason="stop",
+                completion_tokens=sum(delta.tokens for delta in self.deltas),
+                finish_reason=self.finish_reason,
             )
         except asyncio.CancelledError:
             outcome = "cancelled"

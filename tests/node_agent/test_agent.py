@@ -11,8 +11,9 @@ import pytest
 import pytest_asyncio
 
 from node_agent import AgentOptions, AgentStopped, NodeAgent
-from node_agent.backends.base import BackendError, InferenceBackend
+from node_agent.backends.base import BackendError, InferenceBackend, TextDelta
 from protocol import (
+    MAX_JSON_CHARS,
     Cancel,
     Chunk,
     Done,
@@ -23,7 +24,9 @@ from protocol import (
     JobAccepted,
     JobRefused,
     SessionConfig,
+    ToolCallDelta,
     UsageReceipt,
+    decode_tool_call_deltas,
 )
 from protocol.framing import DecodeLimits
 from protocol.messages import RejectCode
@@ -468,6 +471,67 @@ async def test_output_larger_than_the_coordinators_frame_limit_is_split_into_chu
     assert sum(chunk.tokens for chunk in chunks) == 3
     assert len(chunks) > 3
     assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+
+
+async def test_tool_calls_reach_the_hub_in_order_and_big_arguments_are_split() -> None:
+    limits = DecodeLimits(max_frame_bytes=1024)
+    hub = FakeHub(session_config=SessionConfig(limits=limits))
+    await hub.start()
+    arguments = '{"text":"' + "é" * 2_000 + '"}'
+    backend = ScriptedBackend(
+        deltas=(
+            TextDelta("Checking.", 1),
+            TextDelta("", 1, tool_calls=(ToolCallDelta(0, id="call_1", name="lookup"),)),
+            TextDelta("", 1, tool_calls=(ToolCallDelta(0, arguments=arguments),)),
+            TextDelta("", 1, tool_calls=(ToolCallDelta(1, id="call_2", name="now"),)),
+        ),
+        finish_reason="tool_calls",
+    )
+    try:
+        async with running(make_agent(hub, backend)):
+            side = await hub.next_side()
+            await side.send(job("job_tools"))
+            await side.expect(JobAccepted)
+            chunks, done = await stream(side, "job_tools")
+    finally:
+        await hub.stop()
+    assert isinstance(done, Done)
+    assert done.finish_reason == "tool_calls"
+    assert "".join(chunk.text for chunk in chunks) == "Checking."
+    fragments = [
+        fragment
+        for chunk in chunks
+        if chunk.tool_calls_json is not None
+        for fragment in decode_tool_call_deltas(chunk.tool_calls_json)
+    ]
+    assert len(chunks) > 4  # the arguments did not fit one frame
+    assert [(f.index, f.id, f.name) for f in fragments if f.id is not None] == [
+        (0, "call_1", "lookup"),
+        (1, "call_2", "now"),
+    ]
+    assert "".join(f.arguments for f in fragments if f.index == 0) == arguments
+    assert sum(chunk.tokens for chunk in chunks) == 4
+
+
+async def test_tool_call_arguments_over_the_fields_limit_are_split(hub: FakeHub) -> None:
+    arguments = "a" * (MAX_JSON_CHARS + 10)  # fits a frame, not one tool_calls_json
+    backend = ScriptedBackend(
+        deltas=(
+            TextDelta("", 1, tool_calls=(ToolCallDelta(0, id="call_1", name="f"),)),
+            TextDelta("", 1, tool_calls=(ToolCallDelta(0, arguments=arguments),)),
+        ),
+        finish_reason="tool_calls",
+    )
+    async with running(make_agent(hub, backend)):
+        side = await hub.next_side()
+        await side.send(job("job_long"))
+        await side.expect(JobAccepted)
+        chunks, done = await stream(side, "job_long")
+    assert isinstance(done, Done)
+    texts = [chunk.tool_calls_json for chunk in chunks]
+    assert all(text is not None and len(text) <= MAX_JSON_CHARS for text in texts)
+    fragments = [f for text in texts if text for f in decode_tool_call_deltas(text)]
+    assert "".join(f.arguments for f in fragments) == arguments
 
 
 async def test_shutdown_while_the_hub_is_unreachable_returns_at_once() -> None:

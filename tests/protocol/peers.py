@@ -70,6 +70,33 @@ def sample_job(job_id: str = "job_01") -> Job:
     )
 
 
+def sample_tool_job(job_id: str = "job_05") -> Job:
+    """A chat job with tools, a tool choice, a response format and a tool-call round trip."""
+    return Job(
+        job_id=job_id,
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        kind="chat",
+        messages=[
+            ChatMessage(role="user", content="Weather in Paris?"),
+            ChatMessage(
+                role="assistant",
+                content="",
+                tool_calls_json='[{"id":"call_1","type":"function","function":'
+                '{"name":"get_weather","arguments":"{\\"city\\":\\"Paris\\"}"}}]',
+            ),
+            ChatMessage(role="tool", content='{"celsius":21}', tool_call_id="call_1"),
+        ],
+        prompt=None,
+        sampling=SamplingParams(max_tokens=64),
+        deadline_ms=1_767_225_700_000,
+        tools_json='[{"type":"function","function":{"name":"get_weather",'
+        '"parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]',
+        tool_choice_json='"auto"',
+        parallel_tool_calls=False,
+        response_format_json='{"type":"json_object"}',
+    )
+
+
 @dataclass
 class Pair:
     coordinator: CoordinatorSession

@@ -12,6 +12,7 @@ from protocol import (
     Done,
     Hello,
     InvalidMessage,
+    Job,
     Message,
     Reject,
     SessionLimits,
@@ -20,7 +21,7 @@ from protocol import (
     Welcome,
 )
 from protocol.framing import DecodeLimits, Envelope, decode_envelope, encode_envelope, parse_body
-from tests.protocol.peers import sample_hardware, sample_job, sample_offer
+from tests.protocol.peers import sample_hardware, sample_job, sample_offer, sample_tool_job
 from tests.protocol.test_session import COORDINATOR_MESSAGES, NODE_MESSAGES
 
 HANDSHAKE_MESSAGES: list[Message] = [
@@ -87,6 +88,7 @@ def chunk_body(**changes: Any) -> dict[str, Any]:
         "text": "Hi",
         "tokens": 1,
         "token_ids": None,
+        "tool_calls_json": None,
     }
     body.update(changes)
     return body
@@ -143,6 +145,8 @@ def test_wrong_types_fail_without_coercion(changes: dict[str, Any], where: str) 
         ({"job_id": "job 01"}, "job_id"),  # outside the identifier alphabet
         ({"job_id": "j" * 65}, "job_id"),
         ({"text": "x" * 65_537}, "text"),
+        ({"tool_calls_json": ""}, "tool_calls_json"),
+        ({"tool_calls_json": "[" * 262_145}, "tool_calls_json"),
     ],
 )
 def test_out_of_range_values_fail(changes: dict[str, Any], where: str) -> None:
@@ -160,16 +164,46 @@ def test_out_of_range_values_fail(changes: dict[str, Any], where: str) -> None:
         (("sampling", "stop"), ["a"] * 17),
         (("kind",), "embedding"),
         (("prompt",), "both a prompt and messages"),
+        (("tools_json",), ""),
+        (("tools_json",), "x" * 262_145),
+        (("tool_choice_json",), '"auto"'),  # a tool choice without tools
+        (("parallel_tool_calls",), False),  # likewise
+        (("parallel_tool_calls",), 0),  # not a boolean
+        (("response_format_json",), ["not", "text"]),
+        (("messages", 0, "tool_calls_json"), "[]"),  # only assistants carry tool calls
+        (("messages", 0, "tool_call_id"), "call_1"),  # only tool messages name a call
+        (("messages", 1, "role"), "tool"),  # a tool message without its tool_call_id
     ],
 )
-def test_invalid_jobs_fail(path: tuple[str, ...], value: Any) -> None:
+def test_invalid_jobs_fail(path: tuple[str | int, ...], value: Any) -> None:
     body = sample_job().model_dump()
-    target = body
+    target: Any = body
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
     with pytest.raises(InvalidMessage, match="invalid job"):
         parse("job", body)
+
+
+def test_a_completion_job_carries_no_tools_or_response_format() -> None:
+    completion = next(
+        m.model_dump()
+        for m in COORDINATOR_MESSAGES
+        if isinstance(m, Job) and m.kind == "completion"
+    )
+    for field in ("tools_json", "response_format_json"):
+        body = {**completion, field: "{}"}
+        with pytest.raises(InvalidMessage, match="completion job carries no tools"):
+            parse("job", body)
+
+
+def test_job_json_fields_are_text_the_schema_does_not_parse() -> None:
+    # The session layer bounds the length only; the applications parse (protocol.tools).
+    body = sample_tool_job().model_dump()
+    body["tools_json"] = "not json at all"
+    job = parse("job", body)
+    assert isinstance(job, Job)
+    assert job.tools_json == "not json at all"
 
 
 def test_invalid_offer_prices_fail() -> None:

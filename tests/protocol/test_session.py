@@ -41,7 +41,7 @@ from protocol import (
 )
 from protocol.crypto import frame_mac
 from protocol.framing import SESSION_FRAME
-from protocol.messages import GpuStats
+from protocol.messages import FinishReason, GpuStats
 from tests.protocol.peers import (
     Pair,
     established_pair,
@@ -49,6 +49,7 @@ from tests.protocol.peers import (
     new_pair,
     sample_job,
     sample_offer,
+    sample_tool_job,
 )
 
 COORDINATOR_KEY = Identity.from_seed(b"k" * 32).public_key.raw
@@ -73,11 +74,20 @@ NODE_MESSAGES: list[Message] = [
     JobRefused(job_id="job_02", reason="overloaded", message="16 of 16 slots busy"),
     Chunk(job_id="job_01", index=0, text="Hello", tokens=1, token_ids=[9906]),
     Chunk(job_id="job_01", index=1, text=", world ✓", tokens=3),
+    Chunk(
+        job_id="job_05",
+        index=0,
+        text="",
+        tokens=1,
+        tool_calls_json='[{"index":0,"id":"call_1","type":"function",'
+        '"function":{"name":"get_weather","arguments":""}}]',
+    ),
     Failed(job_id="job_03", code="backend_error", message="vLLM died", retryable=True),
     Drain(reason="maintenance", grace_ms=30_000),
 ]
 COORDINATOR_MESSAGES: list[Message] = [
     sample_job(),
+    sample_tool_job(),
     Job(
         job_id="job_09",
         model="gpt2",
@@ -134,19 +144,23 @@ def test_every_coordinator_message_round_trips(message: Message) -> None:
     assert pair.node.receive(pair.coordinator.send(message)) == message
 
 
-def test_done_round_trips_with_a_receipt_anyone_can_verify_later() -> None:
+@pytest.mark.parametrize("finish_reason", ["stop", "length", "tool_calls", "content_filter"])
+def test_done_round_trips_with_a_receipt_anyone_can_verify_later(
+    finish_reason: FinishReason,
+) -> None:
     pair = established_pair()
     usage = Usage(prompt_tokens=21, completion_tokens=9)
     frame = pair.node.done(
         job_id="job_01",
         model="meta-llama/Llama-3.1-8B-Instruct",
         usage=usage,
-        finish_reason="stop",
+        finish_reason=finish_reason,
         timings=Timings(queue_ms=3, time_to_first_token_ms=41, total_ms=230),
     )
     done = pair.coordinator.receive(frame)
     assert isinstance(done, Done)
     assert done.usage == usage
+    assert done.finish_reason == finish_reason
     # Stored evidence: the fields plus the signature verify against the node's public key alone.
     receipt = UsageReceipt.from_done(done, pair.coordinator_identity.public_key.raw)
     receipt.verify(pair.node_identity.public_key, done.receipt_signature)

@@ -3,8 +3,10 @@
 It speaks HTTP/1.1 (keep-alive, ``Content-Length`` request bodies, chunked responses) with
 ``asyncio.start_server`` and nothing else, and streams ``/v1/chat/completions`` and
 ``/v1/completions`` as server-sent events the way vLLM's server does: a role delta first (chat),
-one content delta per piece, a delta carrying ``finish_reason``, a usage chunk with empty
-``choices`` when ``stream_options.include_usage`` asked for it, then ``data: [DONE]``.
+one content delta per piece, then for each tool call (chat) a delta with its id, type, name and
+empty arguments followed by one delta per arguments fragment, a delta carrying
+``finish_reason``, a usage chunk with empty ``choices`` when ``stream_options.include_usage``
+asked for it, then ``data: [DONE]``.
 
 Each request takes the next queued reply (``upstream.replies``), or ``default_reply``:
 
@@ -34,6 +36,7 @@ from typing import Any
 __all__ = [
     "DropReply",
     "ErrorReply",
+    "FakeToolCall",
     "FakeUpstream",
     "HangReply",
     "RecordedRequest",
@@ -43,12 +46,28 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class FakeToolCall:
+    """A tool call the fake model makes: streamed as its name, then its arguments fragments."""
+
+    name: str
+    arguments: Sequence[str] = ("{}",)
+    id: str | None = "call_fake"
+    """Sent on the first fragment; ``None`` sends no id at all (some servers do not)."""
+    repeat_id: bool = False
+    """Send the id and name again on every fragment (as some servers do)."""
+
+
+@dataclass(frozen=True)
 class StreamReply:
     pieces: Sequence[str] = ("Hello", ",", " world", "!")
     finish_reason: str | None = "stop"
     prompt_tokens: int = 7
     completion_tokens: int | None = None
-    """Reported in the usage chunk; defaults to the number of pieces."""
+    """Reported in the usage chunk; defaults to the number of content and tool-call deltas."""
+    tool_calls: Sequence[FakeToolCall] = ()
+    """Streamed after the pieces (chat only)."""
+    raw_deltas: Sequence[Any] = ()
+    """Chat deltas sent exactly as given after the tool calls (to send malformed ones)."""
     send_usage: bool = True
     """Send the usage chunk (when the request asked for it)."""
     send_done: bool = True
@@ -285,13 +304,20 @@ class FakeUpstream:
                 await asyncio.wait({watcher}, timeout=reply.delay_s)
             content: Any = {"content": piece} if chat else piece
             await send(_chunk(model, chat, content, None))
+        tool_deltas = 0
+        for index, call in enumerate(reply.tool_calls if chat else ()):
+            for fragment in _tool_call_fragments(index, call):
+                await send(_chunk(model, chat, {"tool_calls": [fragment]}, None))
+                tool_deltas += 1
+        for raw in reply.raw_deltas if chat else ():
+            await send(_chunk(model, chat, raw, None))
         if reply.finish_reason is not None:
             await send(_chunk(model, chat, {} if chat else "", reply.finish_reason))
         options = request.body.get("stream_options") or {}
         if reply.send_usage and options.get("include_usage"):
             completion_tokens = reply.completion_tokens
             if completion_tokens is None:
-                completion_tokens = len(reply.pieces)
+                completion_tokens = len(reply.pieces) + tool_deltas
             usage = {
                 "prompt_tokens": reply.prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -302,6 +328,21 @@ class FakeUpstream:
             await send("[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+
+
+def _tool_call_fragments(index: int, call: FakeToolCall) -> list[dict[str, Any]]:
+    """The ``delta.tool_calls`` items of one call, as vLLM streams them."""
+    named: dict[str, Any] = {"index": index, "type": "function"}
+    if call.id is not None:
+        named["id"] = call.id
+    first = {**named, "function": {"name": call.name, "arguments": ""}}
+    fragments = [first]
+    for piece in call.arguments:
+        if call.repeat_id:
+            fragments.append({**named, "function": {"name": call.name, "arguments": piece}})
+        else:
+            fragments.append({"index": index, "function": {"arguments": piece}})
+    return fragments
 
 
 def _chunk(model: str, chat: bool, content: Any, finish_reason: str | None) -> str:

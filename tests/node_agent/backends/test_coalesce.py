@@ -10,7 +10,7 @@ import pytest
 
 from node_agent.backends import BackendError, BackendEvent, Finished, TextDelta, coalesce
 from node_agent.backends.coalesce import merge_deltas
-from protocol import ManualClock
+from protocol import ManualClock, ToolCallDelta
 
 from .helpers import collect_until_error
 
@@ -191,3 +191,59 @@ async def test_limits_are_checked() -> None:
         await anext(coalesce(stream(delta(1)), max_tokens=0))
     with pytest.raises(ValueError, match="max_delay_ms"):
         await anext(coalesce(stream(delta(1)), max_delay_ms=-1))
+
+
+def call(
+    index: int, arguments: str = "", *, id: str | None = None, name: str | None = None
+) -> TextDelta:
+    return TextDelta(
+        text="",
+        tokens=1,
+        tool_calls=(ToolCallDelta(index=index, id=id, name=name, arguments=arguments),),
+    )
+
+
+def test_merging_joins_the_argument_fragments_of_one_call_and_keeps_calls_apart() -> None:
+    merged = merge_deltas(
+        [
+            TextDelta(text="Let me check.", tokens=3),
+            call(0, id="call_a", name="get_weather"),
+            call(0, '{"city":'),
+            call(0, '"Paris"}'),
+            call(1, id="call_b", name="get_time"),
+            call(1, "{}"),
+            call(0, " "),  # a late fragment of call 0 stays after call 1's
+        ]
+    )
+    assert merged.text == "Let me check."
+    assert merged.tokens == 9
+    assert merged.tool_calls == (
+        ToolCallDelta(index=0, id="call_a", name="get_weather", arguments='{"city":"Paris"}'),
+        ToolCallDelta(index=1, id="call_b", name="get_time", arguments="{}"),
+        ToolCallDelta(index=0, arguments=" "),
+    )
+
+
+def test_a_fragment_that_names_a_call_again_is_not_folded_into_the_previous_one() -> None:
+    merged = merge_deltas([call(0, "{", id="call_a", name="f"), call(0, "}", id="call_a")])
+    assert merged.tool_calls == (
+        ToolCallDelta(index=0, id="call_a", name="f", arguments="{"),
+        ToolCallDelta(index=0, id="call_a", arguments="}"),
+    )
+
+
+@pytest.mark.asyncio
+async def test_tool_call_fragments_are_coalesced_and_arguments_count_toward_max_chars() -> None:
+    source = stream(
+        call(0, id="call_a", name="f"),
+        *(call(0, "x" * 10) for _ in range(6)),
+        FINISHED,
+    )
+    out = await gather(
+        coalesce(source, max_tokens=16, max_delay_ms=LONG_MS, max_chars=25, clock=ManualClock())
+    )
+    deltas = [e for e in out if isinstance(e, TextDelta)]
+    assert [len(d.tool_calls[0].arguments) for d in deltas] == [0, 20, 20, 20]
+    assert deltas[0].tool_calls[0].name == "f"
+    assert all(d.tool_calls[0].id is None for d in deltas[1:])
+    assert out[-1] == FINISHED

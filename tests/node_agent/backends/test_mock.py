@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from node_agent.backends import (
@@ -13,7 +16,7 @@ from node_agent.backends import (
     mock_completion,
 )
 from node_agent.backends.config import MockOptions
-from protocol import ChatMessage, ManualClock, Offer
+from protocol import ChatMessage, Job, ManualClock, Offer, ToolCallDelta
 
 from .helpers import MODEL, chat_job, collect, collect_until_error, completion_job, config
 
@@ -242,3 +245,87 @@ async def test_make_backend_builds_a_mock_with_the_configured_prices() -> None:
 def test_the_mock_refuses_a_config_of_another_kind() -> None:
     with pytest.raises(ValueError, match="mock"):
         MockBackend(config("openai", base_url="http://127.0.0.1:1"))
+
+
+# --- tools and JSON mode (mock behaviour, documented in node_agent/backends/mock.py) ----------
+
+MOCK_TOOLS = (
+    '[{"type":"function","function":{"name":"get_weather"}},'
+    '{"type":"function","function":{"name":"get_time"}}]'
+)
+
+
+def tool_job(choice: str | None, **sampling: Any) -> Job:
+    return chat_job("What now?", **sampling).model_copy(
+        update={"tools_json": MOCK_TOOLS, "tool_choice_json": choice}
+    )
+
+
+@pytest.mark.parametrize(
+    ("choice", "name"),
+    [
+        ('"required"', "get_weather"),
+        ('{"type":"function","function":{"name":"get_time"}}', "get_time"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_a_required_or_named_tool_is_called_with_empty_arguments(
+    choice: str, name: str
+) -> None:
+    backend, _, _ = mock()
+    deltas, finished = await collect(backend.generate(tool_job(choice)))
+    assert [d.text for d in deltas] == ["", ""]
+    first, second = (d.tool_calls for d in deltas)
+    assert len(first) == len(second) == 1
+    assert (first[0].index, first[0].name, first[0].arguments) == (0, name, "")
+    assert first[0].id is not None
+    assert first[0].id.startswith("call_")
+    assert second[0] == ToolCallDelta(index=0, arguments="{}")
+    assert (finished.finish_reason, finished.completion_tokens) == ("tool_calls", 2)
+    again, _ = await collect(backend.generate(tool_job(choice)))
+    assert again == deltas  # deterministic, the call id included
+
+
+@pytest.mark.asyncio
+async def test_a_tool_call_cut_by_max_tokens_ends_with_length() -> None:
+    backend, _, _ = mock()
+    deltas, finished = await collect(backend.generate(tool_job('"required"', max_tokens=1)))
+    assert len(deltas) == 1
+    assert finished.finish_reason == "length"
+
+
+@pytest.mark.parametrize("choice", [None, '"auto"', '"none"'])
+@pytest.mark.asyncio
+async def test_without_a_forced_tool_the_mock_answers_with_text(choice: str | None) -> None:
+    backend, _, _ = mock(output_tokens=6)
+    deltas, finished = await collect(backend.generate(tool_job(choice)))
+    assert all(not d.tool_calls for d in deltas)
+    assert len(deltas) == 6
+    assert finished.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    ['{"type":"json_object"}', '{"type":"json_schema","json_schema":{"name":"x"}}'],
+)
+@pytest.mark.asyncio
+async def test_json_mode_answers_one_json_object(response_format: str) -> None:
+    backend, _, _ = mock(output_tokens=8)
+    job = chat_job().model_copy(update={"response_format_json": response_format})
+    deltas, finished = await collect(backend.generate(job))
+    text = "".join(d.text for d in deltas)
+    value = json.loads(text)
+    assert list(value) == ["mock"]
+    assert len(value["mock"].split()) == 6
+    assert (finished.finish_reason, finished.completion_tokens) == ("stop", 8)
+    plain = chat_job().model_copy(update={"response_format_json": '{"type":"text"}'})
+    plain_deltas, _ = await collect(backend.generate(plain))
+    assert not "".join(d.text for d in plain_deltas).startswith("{")
+
+
+@pytest.mark.asyncio
+async def test_job_json_that_is_not_json_is_an_invalid_request() -> None:
+    backend, _, _ = mock()
+    job = chat_job().model_copy(update={"tools_json": "[", "tool_choice_json": '"required"'})
+    _, error = await collect_until_error(backend.generate(job))
+    assert (error.code, error.retryable) == ("invalid_request", False)

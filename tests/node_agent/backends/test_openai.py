@@ -13,9 +13,16 @@ import pytest
 import pytest_asyncio
 
 from node_agent.backends import BackendError, OpenAIBackend, TextDelta, make_backend
-from protocol import ChatMessage, ManualClock
+from protocol import ChatMessage, ManualClock, ToolCallDelta
 
-from .fake_upstream import DropReply, ErrorReply, FakeUpstream, HangReply, StreamReply
+from .fake_upstream import (
+    DropReply,
+    ErrorReply,
+    FakeToolCall,
+    FakeUpstream,
+    HangReply,
+    StreamReply,
+)
 from .helpers import MODEL, chat_job, collect, collect_until_error, completion_job, config
 
 UPSTREAM_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -149,6 +156,180 @@ async def test_event_stream_quirks_change_nothing(
     deltas, finished = await collect(backend.generate(chat_job()))
     assert [d.text for d in deltas] == ["x, y", " é", "\nz"]
     assert finished.completion_tokens == 3
+
+
+# --- tools and structured output --------------------------------------------------------------
+
+TOOLS_JSON = (
+    '[{"type":"function","function":{"name":"get_weather","description":"Weather now",'
+    '"parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]'
+)
+
+
+@pytest.mark.asyncio
+async def test_tools_tool_choice_and_response_format_are_sent_upstream(
+    upstream: FakeUpstream, backend: OpenAIBackend
+) -> None:
+    job = chat_job(max_tokens=32).model_copy(
+        update={
+            "messages": [
+                ChatMessage(role="user", content="Weather in Paris?"),
+                ChatMessage(
+                    role="assistant",
+                    content="",
+                    tool_calls_json='[{"id":"call_1","type":"function","function":'
+                    '{"name":"get_weather","arguments":"{\\"city\\":\\"Paris\\"}"}}]',
+                ),
+                ChatMessage(role="tool", content='{"celsius":21}', tool_call_id="call_1"),
+            ],
+            "tools_json": TOOLS_JSON,
+            "tool_choice_json": '{"type":"function","function":{"name":"get_weather"}}',
+            "parallel_tool_calls": False,
+            "response_format_json": '{"type":"json_object"}',
+        }
+    )
+    await collect(backend.generate(job))
+    body = upstream.requests[-1].body
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": '{"celsius":21}', "tool_call_id": "call_1"},
+    ]
+    assert body["tools"][0]["function"]["parameters"]["required"] == ["city"]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert body["parallel_tool_calls"] is False
+    assert body["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.asyncio
+async def test_without_tools_no_tool_fields_are_sent(
+    upstream: FakeUpstream, backend: OpenAIBackend
+) -> None:
+    await collect(backend.generate(chat_job()))
+    body = upstream.requests[-1].body
+    assert not body.keys() & {"tools", "tool_choice", "parallel_tool_calls", "response_format"}
+
+
+@pytest.mark.asyncio
+async def test_streamed_tool_calls_become_tool_call_deltas(
+    upstream: FakeUpstream, backend: OpenAIBackend
+) -> None:
+    upstream.replies.append(
+        StreamReply(
+            pieces=("Let me look.",),
+            tool_calls=(
+                FakeToolCall("get_weather", ('{"city": ', '"Paris"}'), id="call_a"),
+                FakeToolCall("get_time", ("{}",), id="call_b"),
+            ),
+            finish_reason="tool_calls",
+        )
+    )
+    job = chat_job().model_copy(update={"tools_json": TOOLS_JSON})
+    deltas, finished = await collect(backend.generate(job))
+    assert deltas[0] == TextDelta("Let me look.", 1)
+    assert [d.tool_calls for d in deltas[1:]] == [
+        (ToolCallDelta(0, id="call_a", name="get_weather"),),
+        (ToolCallDelta(0, arguments='{"city": '),),
+        (ToolCallDelta(0, arguments='"Paris"}'),),
+        (ToolCallDelta(1, id="call_b", name="get_time"),),
+        (ToolCallDelta(1, arguments="{}"),),
+    ]
+    assert all(d.text == "" and d.tokens == 1 for d in deltas[1:])
+    assert finished.finish_reason == "tool_calls"
+    assert finished.completion_tokens == 6
+
+
+@pytest.mark.asyncio
+async def test_a_call_without_an_id_gets_one_and_repeated_ids_are_dropped(
+    upstream: FakeUpstream, backend: OpenAIBackend
+) -> None:
+    upstream.replies.append(
+        StreamReply(
+            pieces=(),
+            tool_calls=(
+                FakeToolCall("f", ("{", "}"), id=None),
+                FakeToolCall("g", ("{", "}"), id="call_g", repeat_id=True),
+            ),
+            finish_reason="tool_calls",
+            send_usage=False,
+        )
+    )
+    deltas, finished = await collect(backend.generate(chat_job()))
+    calls = [call for d in deltas for call in d.tool_calls]
+    assert calls[0].id is not None
+    assert calls[0].id.startswith("call_")
+    assert calls[0].name == "f"
+    assert [(c.index, c.id, c.name, c.arguments) for c in calls[1:]] == [
+        (0, None, None, "{"),
+        (0, None, None, "}"),
+        (1, "call_g", "g", ""),
+        (1, None, None, "{"),
+        (1, None, None, "}"),
+    ]
+    assert finished.completion_tokens == 6  # counted as deltas without usage
+
+
+@pytest.mark.parametrize(
+    "function_call_reason", [("function_call", "tool_calls"), ("tool_calls", "tool_calls")]
+)
+@pytest.mark.asyncio
+async def test_tool_finish_reasons_map_to_tool_calls(
+    upstream: FakeUpstream, backend: OpenAIBackend, function_call_reason: tuple[str, str]
+) -> None:
+    upstream_reason, reason = function_call_reason
+    upstream.replies.append(StreamReply(pieces=("x",), finish_reason=upstream_reason))
+    _, finished = await collect(backend.generate(chat_job()))
+    assert finished.finish_reason == reason
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"tools_json": "[{not json"},
+        {"response_format_json": "NaN"},
+        {"messages": [ChatMessage(role="assistant", content="", tool_calls_json="[")]},
+    ],
+)
+@pytest.mark.asyncio
+async def test_job_json_that_is_not_json_is_an_invalid_request(
+    upstream: FakeUpstream, backend: OpenAIBackend, changes: dict[str, Any]
+) -> None:
+    _, error = await failure(backend, chat_job().model_copy(update=changes))
+    assert (error.code, error.retryable) == ("invalid_request", False)
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "tool_calls",
+    [
+        {"index": 0},  # not a list
+        ["call"],
+        [{"index": "0", "function": {"arguments": ""}}],
+        [{"index": 0, "id": "", "function": {"arguments": ""}}],
+        [{"index": 0, "function": {"arguments": 5}}],
+    ],
+)
+@pytest.mark.asyncio
+async def test_malformed_upstream_tool_calls_are_a_backend_error(
+    upstream: FakeUpstream, backend: OpenAIBackend, tool_calls: Any
+) -> None:
+    upstream.replies.append(
+        StreamReply(pieces=("a",), raw_deltas=({"tool_calls": tool_calls},), finish_reason="stop")
+    )
+    deltas, error = await failure(backend)
+    assert [d.text for d in deltas] == ["a"]
+    assert (error.code, error.retryable) == ("backend_error", True)
+    assert "tool_call" in str(error).replace(" ", "_")
 
 
 @pytest.mark.asyncio

@@ -163,6 +163,41 @@ async def test_a_prompt_that_fills_the_context_is_refused_before_the_engine() ->
 
 
 @pytest.mark.parametrize(
+    ("changes", "what"),
+    [
+        ({"tools_json": '[{"type":"function","function":{"name":"f"}}]'}, "tools are"),
+        ({"response_format_json": '{"type":"json_object"}'}, "response_format"),
+        (
+            {"messages": [ChatMessage(role="assistant", content="", tool_calls_json="[]")]},
+            "tool calls",
+        ),
+        (
+            {"messages": [ChatMessage(role="tool", content="21", tool_call_id="call_1")]},
+            "tool messages",
+        ),
+    ],
+)
+@pytest.mark.asyncio
+async def test_tools_and_structured_output_are_refused_so_another_node_may_serve_them(
+    changes: dict[str, Any], what: str
+) -> None:
+    engine = FakeEngine()
+    _, error = await failure(vllm_backend(engine), chat_job().model_copy(update=changes))
+    assert (error.code, error.retryable) == ("invalid_request", True)
+    assert what in str(error)
+    assert "not supported by the vllm backend yet" in str(error)
+    assert engine.calls == []
+
+
+@pytest.mark.asyncio
+async def test_a_text_response_format_is_served() -> None:
+    job = chat_job().model_copy(update={"response_format_json": '{"type":"text"}'})
+    deltas, finished = await collect(vllm_backend(FakeEngine()).generate(job))
+    assert deltas
+    assert finished.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
     ("raised", "code", "retryable"),
     [
         (
