@@ -4,6 +4,10 @@ It starts a coordinator (SQLite in ``--data-dir``), creates a Provider and a cus
 with credits on first run, enrolls two node agents on the clearly labelled ``mock`` backend with
 different prices and speeds, prints how to call the API, and stops everything on Ctrl-C (nodes
 drain first). Each part is the real ``shareai`` command running as its own process.
+
+With ``--with-local-model`` it also runs a real small model: ``python -m llama_cpp.server`` with
+SmolLM2-135M-Instruct (the ``local-model`` extra, see :mod:`shareai.local_model`) on a free
+loopback port, and a third node, ``node-local``, on the ``openai`` backend in front of it.
 """
 
 from __future__ import annotations
@@ -11,20 +15,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 
+from shareai import local_model
+
 __all__ = ["register"]
 
 _ParserT = TypeVar("_ParserT", bound=argparse.ArgumentParser)
 _MODEL = "mock/echo"
+_LOCAL_NODE = "node-local"
+_LOCAL_PRICE_IN = "0.01"
+_LOCAL_PRICE_OUT = "0.02"
+_LOCAL_CONTEXT = 2048  # llama.cpp's n_ctx and the offer's context_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
         "up",
         help="run a local network: coordinator, two mock nodes and a customer account",
         description="Start a coordinator and two node agents (mock backend) on this machine and"
-        " print a customer key with examples. Ctrl-C stops everything.",
+        " print a customer key with examples; --with-local-model adds a real small model on a"
+        " third node. Ctrl-C stops everything.",
     )
     command.add_argument("--port", type=int, default=8000, help="coordinator port (default 8000)")
     command.add_argument(
@@ -59,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
         type=Path,
         default=Path(".shareai/local"),
         help="where the network keeps its state (default .shareai/local)",
+    )
+    command.add_argument(
+        "--with-local-model",
+        action="store_true",
+        help=f"also serve a real small model ({local_model.SMOLLM2_MODEL}) with llama.cpp on a"
+        " third node (needs the local-model extra)",
     )
     command.set_defaults(handler=_up)
 
@@ -128,8 +148,54 @@ def _node_config(node: _MockNode, node_dir: Path, url: str, provider_key: str) -
     return config
 
 
+def _local_node_config(node_dir: Path, url: str, provider_key: str, upstream_url: str) -> Path:
+    """``node-local``'s config: the ``openai`` backend in front of this run's llama.cpp server.
+
+    The server gets a free port on every run, so ``upstream_url`` is rewritten each time.
+    """
+    config = node_dir / "node.toml"
+    if not config.exists():
+        _run(
+            "node", "init", "--coordinator", url, "--api-key", provider_key,
+            "--key-file", str(node_dir / "node.key"), "--config", str(config),
+            "--backend", "openai", "--model", local_model.SMOLLM2_MODEL,
+            "--upstream-url", upstream_url, "--upstream-model", local_model.SMOLLM2_MODEL,
+            "--price-in", _LOCAL_PRICE_IN, "--price-out", _LOCAL_PRICE_OUT,
+            # llama.cpp's server runs one request at a time
+            "--max-concurrency", "1", "--context-length", str(_LOCAL_CONTEXT),
+        )  # fmt: skip
+        return config
+    text, count = re.subn(
+        r'^upstream_url = ".*"$',
+        f'upstream_url = "{upstream_url}"',
+        config.read_text(),
+        count=1,
+        flags=re.MULTILINE,
+    )
+    if count != 1:
+        raise _Failed(f"{config} has no upstream_url line; delete {node_dir} to recreate it")
+    config.write_text(text)
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def _wait_for(
     url: str, check: str, timeout_s: float, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    _wait_until(url, lambda text: check in text, timeout_s, processes)
+
+
+def _wait_until(
+    url: str,
+    check: Callable[[str], bool],
+    timeout_s: float,
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -138,7 +204,7 @@ def _wait_for(
                 raise _Failed(f"a process exited early (code {process.returncode}); see the logs")
         try:
             response = httpx.get(url, timeout=2)
-            if response.status_code == 200 and check in response.text:
+            if response.status_code == 200 and check(response.text):
                 return
         except httpx.HTTPError:
             pass
@@ -146,7 +212,32 @@ def _wait_for(
     raise _Failed(f"timed out waiting for {url}")
 
 
-def _examples(url: str, customer_key: str) -> str:
+def _serving(expected: dict[str, int]) -> Callable[[str], bool]:
+    """A check of ``GET /v1/models``: each model has exactly its expected number of nodes."""
+
+    def check(text: str) -> bool:
+        try:
+            nodes = {entry["id"]: entry["nodes"] for entry in json.loads(text)["data"]}
+        except (ValueError, KeyError, TypeError):
+            return False
+        return all(nodes.get(model) == count for model, count in expected.items())
+
+    return check
+
+
+def _examples(url: str, customer_key: str, *, with_local_model: bool) -> str:
+    local = ""
+    if with_local_model:
+        local = f"""
+Real model: node-local serves "{local_model.SMOLLM2_MODEL}" (llama.cpp on this CPU, 135M
+parameters: fast, small, often wrong). Ask for it by name:
+
+  reply = client.chat.completions.create(
+      model="{local_model.SMOLLM2_MODEL}",
+      messages=[{{"role": "user", "content": "What is the capital of France?"}}],
+      max_tokens=32,
+  )
+"""
     return f"""
 ShareAI is running: a coordinator and two mock nodes ("{_MODEL}", labelled mock: not a real model).
 
@@ -168,7 +259,7 @@ curl:
     -H "Authorization: Bearer {customer_key}" -H "Content-Type: application/json" \\
     -d '{{"model": "{_MODEL}", "stream": true,
          "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-
+{local}
 Logs are in the data directory. Press Ctrl-C to stop everything.
 """
 
@@ -183,10 +274,68 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
                 process.kill()
 
 
+def _start(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - our own command
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
+        )
+
+
+def _launch(
+    port: int, data_dir: Path, gguf: Path | None, processes: list[subprocess.Popen[bytes]]
+) -> dict[str, str]:
+    """Start every process (appended to ``processes`` as it starts), wait until all serve."""
+    url = f"http://127.0.0.1:{port}"
+    keys = _accounts(data_dir)
+    llama: local_model.LlamaCppServer | None = None
+    if gguf is not None:  # it loads while the coordinator starts
+        llama = local_model.LlamaCppServer(
+            model_path=gguf,
+            port=_free_port(),
+            log=data_dir / "llama-server.log",
+            n_ctx=_LOCAL_CONTEXT,
+        )
+        processes.append(llama.start(new_session=True))
+    coordinator = ("coordinator", "--port", str(port), "--data-dir", str(data_dir / "coordinator"))
+    processes.append(_start(_shareai(*coordinator), data_dir / "coordinator.log"))
+    _wait_for(url + "/healthz", "ok", 30, processes)
+    expected = {_MODEL: len(_NODES)}
+    configs: list[Path] = []
+    for node in _NODES:
+        node_dir = data_dir / node.name
+        node_dir.mkdir(exist_ok=True)
+        configs.append(_node_config(node, node_dir, url, keys["provider_key"]))
+    if llama is not None:
+        node_dir = data_dir / _LOCAL_NODE
+        node_dir.mkdir(exist_ok=True)
+        configs.append(_local_node_config(node_dir, url, keys["provider_key"], llama.base_url))
+        expected[local_model.SMOLLM2_MODEL] = 1
+    processes.extend(
+        _start(_shareai("node", "run", "--config", str(config)), config.parent / "node.log")
+        for config in configs
+    )
+    _wait_until(url + "/v1/models", _serving(expected), 30, processes)
+    if llama is not None:
+        alias = llama.alias
+        _wait_until(llama.base_url + "/models", lambda text: alias in text, 60, processes)
+    return keys
+
+
 def _up(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
+    gguf: Path | None = None
+    if args.with_local_model:
+        try:
+            gguf = local_model.check_local_model()
+        except local_model.LocalModelMissing as error:
+            print(f"shareai: error: --with-local-model: {error}", file=sys.stderr)
+            return 1
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{args.port}"
+    # Stopped in reverse order: nodes first (they drain), then the coordinator, and the llama.cpp
+    # server (started first) last, so that node-local's running jobs can finish.
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -196,38 +345,9 @@ def _up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        keys = _accounts(data_dir)
-        with (data_dir / "coordinator.log").open("ab") as log:
-            processes.append(
-                subprocess.Popen(  # noqa: S603 - our own command
-                    _shareai(
-                        "coordinator",
-                        "--port",
-                        str(args.port),
-                        "--data-dir",
-                        str(data_dir / "coordinator"),
-                    ),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
-                )
-            )
-        _wait_for(url + "/healthz", "ok", 30, processes)
-        for node in _NODES:
-            node_dir = data_dir / node.name
-            node_dir.mkdir(exist_ok=True)
-            config = _node_config(node, node_dir, url, keys["provider_key"])
-            with (node_dir / "node.log").open("ab") as log:
-                processes.append(
-                    subprocess.Popen(  # noqa: S603 - our own command
-                        _shareai("node", "run", "--config", str(config)),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
-                    )
-                )
-        _wait_for(url + "/v1/models", f'"nodes":{len(_NODES)}', 30, processes)
-        print(_examples(url, keys["customer_key"]), flush=True)
+        keys = _launch(args.port, data_dir, gguf, processes)
+        url = f"http://127.0.0.1:{args.port}"
+        print(_examples(url, keys["customer_key"], with_local_model=gguf is not None), flush=True)
         while not stopping:
             if any(process.poll() is not None for process in processes):
                 print(
