@@ -34,6 +34,7 @@ __all__ = [
     "Done",
     "Drain",
     "Failed",
+    "FailureCode",
     "GpuInfo",
     "GpuStats",
     "Hardware",
@@ -356,21 +357,24 @@ class Done(Message):
     receipt_signature: Bytes64
 
 
+FailureCode = Literal[
+    "backend_error",
+    "model_unavailable",
+    "overloaded",
+    "timeout",
+    "cancelled",
+    "invalid_request",
+    "context_length_exceeded",
+    "internal_error",
+]
+
+
 class Failed(Message):
     """Node -> coordinator: the job ended without a result."""
 
     TYPE: ClassVar[str] = "failed"
     job_id: Identifier
-    code: Literal[
-        "backend_error",
-        "model_unavailable",
-        "overloaded",
-        "timeout",
-        "cancelled",
-        "invalid_request",
-        "context_length_exceeded",
-        "internal_error",
-    ]
+    code: FailureCode
     message: ShortText
     retryable: bool
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from protocol import Job, Offer, ToolCallDelta
+from protocol.messages import FailureCode
 
 __all__ = [
     "BackendError",
@@ -38,17 +39,6 @@ __all__ = [
     "Finished",
     "InferenceBackend",
     "TextDelta",
-]
-
-FailureCode = Literal[
-    "backend_error",
-    "model_unavailable",
-    "overloaded",
-    "timeout",
-    "cancelled",
-    "invalid_request",
-    "context_length_exceeded",
-    "internal_error",
 ]
 
 
