@@ -85,6 +85,7 @@ class Network:
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     provider_key: str = ""
     customer_key: str = ""
+    database_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -99,7 +100,8 @@ class Network:
         return self.root / "coordinator"
 
     def admin(self, *args: str) -> dict[str, object]:
-        result = run_shareai("admin", *args, "--data-dir", str(self.data_dir), "--json")
+        database = ("--database-url", self.database_url) if self.database_url else ()
+        result = run_shareai("admin", *args, "--data-dir", str(self.data_dir), *database, "--json")
         if result.returncode != 0:
             raise RuntimeError(f"shareai admin {args[0]} failed: {result.stderr.strip()}")
         parsed: dict[str, object] = json.loads(result.stdout)
@@ -115,6 +117,7 @@ class Network:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
+                    *(("--database-url", self.database_url) if self.database_url else ()),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -199,9 +202,12 @@ class Network:
 
 
 @contextmanager
-def network(root: Path) -> Iterator[Network]:
-    """A coordinator with a Provider and a customer account; nodes are added by the test."""
-    net = Network(root)
+def network(root: Path, database_url: str | None = None) -> Iterator[Network]:
+    """A coordinator with a Provider and a customer account; nodes are added by the test.
+
+    The coordinator uses its embedded SQLite default unless ``database_url`` is given.
+    """
+    net = Network(root, database_url=database_url)
     os.environ.setdefault("SHAREAI_LOG_LEVEL", "info")
     try:
         provider = net.admin("create-account", "--role", "provider", "--name", "provider")

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from protocol import Identity
+from tests.coordinator.conftest import create_postgres_database, drop_postgres_database
 from tests.e2e.network import Network, network
 
 MODEL = "mock/echo"
@@ -332,3 +333,18 @@ def test_a_customer_who_disconnects_mid_stream_cancels_the_job_on_the_node(
             model=MODEL, messages=[{"role": "user", "content": "next"}], max_tokens=2
         )
         assert answer.choices[0].message.content
+
+
+def test_the_same_journey_on_postgresql(tmp_path: Path) -> None:
+    database_url = asyncio.run(create_postgres_database())
+    try:
+        with network(tmp_path, database_url=database_url) as net:
+            net.add_node("pg-node", mock_model(price_in="0.10", price_out="0.20"))
+            net.wait_for_nodes(MODEL, 1)
+            answer = client(net).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "on postgres"}]
+            )
+            assert answer.choices[0].message.content
+            assert not (net.data_dir / "coordinator.db").exists()  # nothing went to SQLite
+    finally:
+        asyncio.run(drop_postgres_database(database_url))
