@@ -21,9 +21,9 @@ from openai.types.chat import (
 )
 from openai.types.shared_params import ResponseFormatJSONSchema
 
+from tests.e2e.conftest import UPSTREAM_MODEL as MODEL
 from tests.e2e.network import Network, network
 from tests.e2e.test_network import mock_model
-from tests.e2e.test_openai_backend import MODEL, UpstreamThread
 from tests.node_agent.backends.fake_upstream import FakeToolCall, FakeUpstream, StreamReply
 
 WEATHER_TOOL: ChatCompletionFunctionToolParam = {
@@ -44,27 +44,6 @@ WEATHER_CALL = StreamReply(
     tool_calls=(FakeToolCall("get_weather", ('{"city": ', '"Paris"}'), id="call_weather_1"),),
     finish_reason="tool_calls",
 )
-
-
-@pytest.fixture
-def upstream_network(tmp_path: Path) -> Iterator[tuple[Network, FakeUpstream]]:
-    """One ``openai``-backend node in front of the fake upstream (as test_openai_backend's)."""
-    with UpstreamThread() as upstream, network(tmp_path) as net:
-        net.add_node(
-            "proxy",
-            f"""[[models]]
-name = "{MODEL}"
-backend = "openai"
-upstream_url = "{upstream.base_url}/v1"
-upstream_model = "tiny-upstream-model"
-price_in_usd_per_1m = "0.01"
-price_out_usd_per_1m = "0.01"
-max_concurrency = 4
-context_length = 4096
-""",
-        )
-        net.wait_for_nodes(MODEL, 1)
-        yield net, upstream
 
 
 def sdk(net: Network) -> openai.OpenAI:
