@@ -53,7 +53,7 @@ async def _sweep_revocations(hub: NodeHub, accounts: DatabaseAccounts) -> None:
             logger.exception("revocation sweep failed; retrying")
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings) -> None:
     """Serve until interrupted. Raises KeyFileError or database errors at start-up."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await migrate(settings.database_url)
@@ -91,12 +91,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     )
     sweep = asyncio.create_task(_sweep_revocations(hub, accounts))
     try:
-        serving = asyncio.create_task(server.serve())
-        if ready is not None:
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.02)
-            ready.set()
-        await serving
+        await server.serve()
     finally:
         sweep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
