@@ -1,7 +1,79 @@
 """Routing policy: pure functions over an immutable snapshot of the network.
 
-No I/O and no imports from ``coordinator`` or ``node_agent``. The policy arrives with its issue;
-until then this package exports nothing.
+No I/O, no clock reads and no imports from ``coordinator`` or ``node_agent``. The pipeline is
+:func:`route` (filter -> score -> select) over a :class:`NetworkSnapshot`; the caller keeps the
+:class:`MeasurementBook`, :class:`ReputationBook` and :class:`CircuitBook` up to date from observed
+outcomes and builds a fresh snapshot from them. See ``docs/scheduling.md``.
 """
 
-__all__: list[str] = []
+from scheduler.circuit import CircuitBook, CircuitBreaker, CircuitConfig
+from scheduler.errors import InvalidPreferences, NoRouteAvailable, SchedulerError
+from scheduler.measurements import (
+    DecayingCount,
+    DecayingQuantiles,
+    MeasurementBook,
+    Measurements,
+    MeasurementSummary,
+)
+from scheduler.policy import (
+    FILTERS,
+    Exclusion,
+    FilterContext,
+    PolicyConfig,
+    RouteDecision,
+    RouteRequest,
+    ScoredCandidate,
+    Weights,
+    route,
+    score_candidates,
+)
+from scheduler.preferences import (
+    MaxPrice,
+    ProviderPreferences,
+    RoutingPreferences,
+    Sort,
+    parse_provider,
+    parse_routing_preferences,
+    split_model_suffix,
+    usd_per_1m_to_micro_usd,
+)
+from scheduler.reputation import Outcome, Reputation, ReputationBook
+from scheduler.snapshot import CircuitState, NetworkSnapshot, NodeModelState
+
+__all__ = [
+    "FILTERS",
+    "CircuitBook",
+    "CircuitBreaker",
+    "CircuitConfig",
+    "CircuitState",
+    "DecayingCount",
+    "DecayingQuantiles",
+    "Exclusion",
+    "FilterContext",
+    "InvalidPreferences",
+    "MaxPrice",
+    "MeasurementBook",
+    "MeasurementSummary",
+    "Measurements",
+    "NetworkSnapshot",
+    "NoRouteAvailable",
+    "NodeModelState",
+    "Outcome",
+    "PolicyConfig",
+    "ProviderPreferences",
+    "Reputation",
+    "ReputationBook",
+    "RouteDecision",
+    "RouteRequest",
+    "RoutingPreferences",
+    "SchedulerError",
+    "ScoredCandidate",
+    "Sort",
+    "Weights",
+    "parse_provider",
+    "parse_routing_preferences",
+    "route",
+    "score_candidates",
+    "split_model_suffix",
+    "usd_per_1m_to_micro_usd",
+]
