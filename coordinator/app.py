@@ -17,7 +17,7 @@ from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException
 
-from coordinator.api.completions import CompletionSettings, build_job, respond
+from coordinator.api.completions import CompletionSettings, build_job, respond, route_input
 from coordinator.api.errors import (
     ApiError,
     api_error_response,
@@ -100,6 +100,9 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
         parse_body(raw, ChatCompletionRequest) if chat else parse_body(raw, CompletionRequest)
     )
     job = build_job(body, services.completion)
+    routing = route_input(body, job, caller.account_id)
+    if routing.prefs.model != job.model:  # a :floor / :nitro suffix
+        job = job.model_copy(update={"model": routing.prefs.model})
     return await respond(
         services.dispatcher,
         job,
@@ -108,6 +111,7 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         settings=services.completion,
         headers={},
+        routing=routing,
     )
 
 
@@ -147,6 +151,21 @@ async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
         for summary in _services(request).registry.summaries()
     ]
     return {"object": "list", "data": data}
+
+
+@get("/v1/models/{rest:path}")
+async def model_endpoints(request: Request[Any, Any, Any], rest: str) -> dict[str, Any]:
+    """``GET /v1/models/{model}/endpoints``: per-node offers (model ids may hold ``/``)."""
+    model, slash, tail = rest.strip("/").rpartition("/")
+    if not slash or tail != "endpoints" or not model:
+        raise ApiError(404, f"no such resource: /v1/models{rest}", code="not_found")
+    services = _services(request)
+    endpoints = services.dispatcher.router.endpoints(model)
+    if not endpoints:
+        raise ApiError(
+            404, f"no node serves the model {model!r}", code="model_not_found", param="model"
+        )
+    return {"object": "list", "model": model, "data": endpoints}
 
 
 @get("/v1/hub/info")
@@ -233,6 +252,7 @@ def create_app(services: Services) -> Litestar:
             chat_completions,
             completions,
             list_models,
+            model_endpoints,
             hub_info,
             me,
             enroll_node,

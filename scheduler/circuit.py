@@ -9,7 +9,9 @@ States::
 
 Time is passed in (``now_s``); nothing reads a clock. :meth:`CircuitBreaker.state` performs the
 open -> half_open transition lazily, so a snapshot built at ``now_s`` sees the right state;
-:meth:`CircuitBreaker.try_acquire_probe` lets exactly one request through while half-open.
+:meth:`CircuitBreaker.try_acquire_probe` lets exactly one request through while half-open. A
+probe whose outcome is never recorded (the customer went away mid-probe) does not block the
+node forever: after one cool-down the probe lease lapses and another probe may go.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class CircuitBreaker:
     _cooldown_s: float = 0.0
     _opened_at_s: float = 0.0
     _probe_out: bool = False
+    _probe_at_s: float = 0.0
     _attempts: DecayingCount = field(init=False)
     _failures: DecayingCount = field(init=False)
 
@@ -63,8 +66,10 @@ class CircuitBreaker:
         state = self.state(now_s)
         if state == "closed":
             return True
-        if state == "half_open" and not self._probe_out:
+        lease_lapsed = self._probe_out and now_s - self._probe_at_s >= self._cooldown_s
+        if state == "half_open" and (not self._probe_out or lease_lapsed):
             self._probe_out = True
+            self._probe_at_s = now_s
             return True
         return False
 

@@ -34,9 +34,11 @@ from coordinator.hub.dispatch import (
     JobRejected,
     NoCapacity,
     NodesFailed,
+    NoRoute,
     Output,
     UnknownModel,
 )
+from coordinator.routing import RouteInput
 from protocol import (
     ChatMessage,
     Chunk,
@@ -47,8 +49,9 @@ from protocol import (
     ToolCallDelta,
     decode_tool_call_deltas,
 )
+from scheduler import InvalidPreferences, RouteRequest, parse_routing_preferences
 
-__all__ = ["CompletionSettings", "build_job", "respond"]
+__all__ = ["CompletionSettings", "build_job", "estimate_prompt_tokens", "respond", "route_input"]
 
 _KEEPALIVE = b": keep-alive\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -103,11 +106,43 @@ def build_job(body: ChatCompletionRequest | CompletionRequest, settings: Complet
     return Job(kind="completion", messages=None, prompt=body.prompt, **common)
 
 
+def estimate_prompt_tokens(job: Job) -> int:
+    """A rough prompt size for routing: characters / 4 (no tokenizer at the coordinator yet)."""
+    chars = len(job.prompt or "") + sum(len(m.content) for m in job.messages or ())
+    chars += len(job.tools_json or "") + len(job.response_format_json or "")
+    return max(1, chars // 4)
+
+
+def route_input(
+    body: ChatCompletionRequest | CompletionRequest, job: Job, customer_account_id: str
+) -> RouteInput:
+    """The routing side of a request; raises ApiError 400 naming a malformed preference."""
+    try:
+        prefs = parse_routing_preferences(body.routing_body())
+    except InvalidPreferences as error:
+        raise ApiError(
+            400, f"invalid value for {error}", code="invalid_value", param=error.field
+        ) from None
+    parameters = {
+        name
+        for name in ("tools", "response_format", "seed", "stop", "presence_penalty")
+        if getattr(body, name, None)
+    }
+    request = RouteRequest(
+        prompt_tokens=estimate_prompt_tokens(job),
+        max_tokens=job.sampling.max_tokens,
+        parameters=frozenset(parameters),
+        customer_account_id=customer_account_id,
+    )
+    return RouteInput(prefs, request)
+
+
 def _as_api_error(error: DispatchError) -> ApiError:
     if isinstance(error, UnknownModel):
         return ApiError(404, str(error), code="model_not_found", param="model")
-    if isinstance(error, NoCapacity):
-        return ApiError(503, str(error), code="no_capacity")
+    if isinstance(error, NoCapacity | NoRoute):
+        code = "no_capacity" if isinstance(error, NoCapacity) else "no_route"
+        return ApiError(503, str(error), code=code)
     if isinstance(error, JobRejected):
         status = 413 if error.code == "request_too_large" else 400
         return ApiError(status, str(error), code=error.code)
@@ -249,11 +284,12 @@ async def respond(
     include_usage: bool,
     settings: CompletionSettings,
     headers: dict[str, str],
+    routing: RouteInput | None = None,
 ) -> Response[Any]:
     shape = _Shape(job, chat)
-    events = dispatcher.stream(job)
+    events = dispatcher.stream(job) if routing is None else dispatcher.stream(job, routing)
     if not stream:
-        return await _whole_response(events, shape, headers)
+        return await _whole_response(events, shape, headers, routing)
     first = asyncio.ensure_future(anext(events))
     try:
         await asyncio.wait_for(asyncio.shield(first), settings.first_output_grace_s)
@@ -269,6 +305,8 @@ async def respond(
     stream_headers = {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
     if first.done() and first.exception() is None:
         stream_headers["x-shareai-node"] = first.result()[0]
+    if routing is not None:
+        stream_headers["x-shareai-attempts"] = str(routing.attempts)
     return Stream(
         _sse_stream(events, first, shape, include_usage, settings),
         media_type="text/event-stream",
@@ -277,13 +315,18 @@ async def respond(
 
 
 async def _whole_response(
-    events: AsyncGenerator[tuple[str, Output], None], shape: _Shape, headers: dict[str, str]
+    events: AsyncGenerator[tuple[str, Output], None],
+    shape: _Shape,
+    headers: dict[str, str],
+    routing: RouteInput | None = None,
 ) -> Response[Any]:
     parts: list[str] = []
     tool_calls = _ToolCallsBuilder()
     try:
         async for node_id, event in events:
             headers["x-shareai-node"] = node_id
+            if routing is not None:
+                headers["x-shareai-attempts"] = str(routing.attempts)
             if isinstance(event, Chunk):
                 parts.append(event.text)
                 for fragment in _tool_calls(event) if shape.chat else ():

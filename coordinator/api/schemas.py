@@ -179,6 +179,10 @@ class _Sampling(_Strict):
     n: Literal[1] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    # Routing preferences: validated by scheduler.parse_routing_preferences (400 naming the field).
+    provider: Any = None
+    models: Any = None
+    session_id: Any = None
 
     @field_validator("stop")
     @classmethod
@@ -186,6 +190,15 @@ class _Sampling(_Strict):
         if isinstance(value, str) and not value:
             raise ValueError("stop must not be empty")
         return value
+
+    def routing_body(self) -> dict[str, object]:
+        """The body's routing fields, for :func:`scheduler.parse_routing_preferences`."""
+        return {
+            "model": self.model,
+            "models": self.models,
+            "provider": self.provider,
+            "session_id": self.session_id,
+        }
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

@@ -14,13 +14,16 @@ Errors raised before the first event::
     DispatchError
     ├── UnknownModel        no live node offers the model                      (404)
     ├── NoCapacity          nodes offer it but none has a free slot            (503)
+    ├── NoRoute             the scheduler excluded every node (reasons given)  (503)
     ├── JobRejected         the node says the request itself is bad, or every  (400)
     │                       node tried said it cannot serve such a request
     ├── NodesFailed         every node tried failed before its first token     (502)
     └── DeadlineExceeded    the request's deadline passed before output        (504)
 
-Node choice is deliberately simple for now (cheapest live node with a free slot); the scheduler
-issue replaces :meth:`NodeRegistry.candidates` with the real policy.
+Node choice is :func:`scheduler.route` over the :class:`~coordinator.routing.Router`'s snapshot:
+the decision's candidates (primary, then fallbacks) are tried in order, skipping a node whose
+circuit is open or that has no free slot any more, at most ``max_attempts`` of them. Each
+attempt's outcome (TTFT and tokens/s, or failure, timeout, disconnect) goes back to the router.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from coordinator.hub.nodes import LiveNode, NodeGone, NodeRegistry
+from coordinator.routing import AttemptFailure, RouteInput, Router
 from protocol import Chunk, Done, Failed, Job, JobAccepted, JobRefused
+from scheduler import RouteDecision, RouteRequest, RoutingPreferences, ScoredCandidate
 
 __all__ = [
     "DeadlineExceeded",
@@ -39,6 +44,7 @@ __all__ = [
     "Dispatcher",
     "JobRejected",
     "NoCapacity",
+    "NoRoute",
     "NodesFailed",
     "Output",
     "StreamBroken",
@@ -86,51 +92,158 @@ class StreamBroken:
 Output = Chunk | Done | StreamBroken
 
 
+class NoRoute(DispatchError):
+    """Nodes serve the model but the scheduler excluded every one; the message says why."""
+
+
 class Dispatcher:
-    def __init__(self, registry: NodeRegistry, *, max_attempts: int = 3) -> None:
+    def __init__(
+        self, registry: NodeRegistry, *, max_attempts: int = 3, router: Router | None = None
+    ) -> None:
         self.registry = registry
         self.max_attempts = max_attempts
+        self.router = router if router is not None else Router(registry)
 
-    async def stream(self, job: Job) -> AsyncGenerator[tuple[str, Output], None]:
-        """Yield ``(node_id, event)`` for ``job`` until a Done or StreamBroken (see module doc)."""
-        tried: set[str] = set()
+    async def stream(
+        self, job: Job, routing: RouteInput | None = None
+    ) -> AsyncGenerator[tuple[str, Output], None]:
+        """Yield ``(node_id, event)`` for ``job`` until a Done or StreamBroken (see module doc).
+
+        ``routing`` carries the customer's preferences and the request's routing facts; without
+        it the job is routed with default preferences. ``routing.attempts`` counts the nodes tried.
+        """
+        if routing is None:
+            routing = RouteInput(
+                RoutingPreferences(job.model),
+                RouteRequest(prompt_tokens=0, max_tokens=job.sampling.max_tokens),
+            )
+        decision = self.router.decide(routing.prefs, routing.request)
+        routing.decision = decision
+        candidates = list(decision.candidates)
         failures: list[str] = []
         unsupported: list[JobRejected] = []
         while True:
+            candidate = self._next(candidates, decision, failures)
+            if candidate is None:
+                raise _gave_up(NodesFailed("; ".join(failures)), failures, unsupported)
+            node = self._usable(candidate)
+            if node is None:
+                continue
+            routing.attempts += 1
+            attempt_job = (
+                job
+                if candidate.state.model == job.model
+                else job.model_copy(update={"model": candidate.state.model})
+            )
+            outcome = _Attempt(node, attempt_job)
+            recorder = _Recorder(self.router, node.node_id, candidate.state.model)
             try:
-                node = self._next_node(job.model, tried, failures)
-            except NodesFailed as error:
-                raise _gave_up(error, failures, unsupported) from None
-            tried.add(node.node_id)
-            outcome = _Attempt(node, job)
-            try:
-                first = await outcome.start()
+                try:
+                    first = await outcome.start()
+                except DeadlineExceeded:
+                    recorder.failure("timeout")
+                    raise
                 if isinstance(first, JobRejected):
                     unsupported.append(first)
                     first = f"failed ({first.code}): {first}"
+                elif isinstance(first, str):
+                    recorder.failure("disconnect" if first.startswith(_DISCONNECTS) else "failure")
                 if isinstance(first, str):
                     failures.append(f"{node.node_id}: {first}")
-                    if len(tried) >= self.max_attempts:
+                    if routing.attempts >= self.max_attempts:
                         raise _gave_up(NodesFailed("; ".join(failures)), failures, unsupported)
                     continue
-                yield node.node_id, first
-                if isinstance(first, Done):
-                    return
-                async for event in outcome.rest():
-                    yield node.node_id, event
+                recorder.first_output()
+                async for output in self._output(node.node_id, outcome, first, recorder):
+                    yield output
+                if routing.prefs.session_id and recorder.succeeded:
+                    self.router.remember_session(routing.prefs.session_id, node.node_id)
                 return
             finally:
                 await outcome.release()
 
-    def _next_node(self, model: str, tried: set[str], failures: list[str]) -> LiveNode:
-        candidates = self.registry.candidates(model, tried)
+    def _usable(self, candidate: ScoredCandidate) -> LiveNode | None:
+        """The candidate's node, unless it left, filled up or its circuit refuses it now."""
+        node = self.registry.get(candidate.state.node_id)
+        if node is None or node.free_slots(candidate.state.model) <= 0:
+            return None
+        if not self.router.may_try(node.node_id, candidate.state.model):
+            return None
+        return node
+
+    @staticmethod
+    async def _output(
+        node_id: str, outcome: _Attempt, first: Chunk | Done, recorder: _Recorder
+    ) -> AsyncIterator[tuple[str, Output]]:
+        yield node_id, first
+        if isinstance(first, Done):
+            recorder.done(first)
+            return
+        async for event in outcome.rest():
+            if isinstance(event, Done):
+                recorder.done(event)
+            elif isinstance(event, StreamBroken):
+                recorder.broken(event)
+            yield node_id, event
+
+    def _next(
+        self, candidates: list[ScoredCandidate], decision: RouteDecision, failures: list[str]
+    ) -> ScoredCandidate | None:
         if candidates:
-            return candidates[0]
+            return candidates.pop(0)
         if failures:
-            raise NodesFailed("; ".join(failures))
-        if not self.registry.serves(model):
-            raise UnknownModel(f"no node serves the model {model!r}")
-        raise NoCapacity(f"every node serving {model!r} is busy; retry shortly")
+            return None
+        if not any(self.registry.serves(model) for model in decision.models_tried):
+            raise UnknownModel(f"no node serves the model {decision.models_tried[0]!r}")
+        reasons = "; ".join(f"{e.node_id}: {e.reason}" for e in decision.excluded)
+        if decision.excluded and all(e.reason.startswith(_BUSY) for e in decision.excluded):
+            raise NoCapacity(f"every node serving the model is busy; retry shortly ({reasons})")
+        if decision.excluded and all(e.reason.startswith("context") for e in decision.excluded):
+            raise JobRejected("request_too_large", f"the request is too large: {reasons}")
+        if not decision.excluded:
+            raise NoCapacity("every node serving the model is busy or cooling down; retry shortly")
+        raise NoRoute(f"no node qualifies for this request: {reasons}")
+
+
+_DISCONNECTS = ("disconnected", "send failed")
+_BUSY = ("no free slot", "circuit")
+
+
+class _Recorder:
+    """Turns one attempt's events into the router's measurements (once per attempt)."""
+
+    def __init__(self, router: Router, node_id: str, model: str) -> None:
+        self.router = router
+        self.node_id = node_id
+        self.model = model
+        self.started_s = time.monotonic()
+        self.first_s: float | None = None
+        self.recorded = False
+        self.succeeded = False
+
+    def first_output(self) -> None:
+        self.first_s = time.monotonic()
+
+    def failure(self, kind: AttemptFailure) -> None:
+        if not self.recorded:
+            self.recorded = True
+            self.router.record_failure(self.node_id, self.model, kind)
+
+    def done(self, done: Done) -> None:
+        if self.recorded or self.first_s is None:
+            return
+        self.recorded = self.succeeded = True
+        ttft_ms = (self.first_s - self.started_s) * 1000
+        generating_s = time.monotonic() - self.first_s
+        tokens = done.usage.completion_tokens
+        tokens_per_s = (tokens - 1) / generating_s if tokens > 1 and generating_s > 0 else None
+        self.router.record_success(
+            self.node_id, self.model, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s
+        )
+
+    def broken(self, event: StreamBroken) -> None:
+        kinds: dict[str, AttemptFailure] = {"timeout": "timeout", "node_disconnected": "disconnect"}
+        self.failure(kinds.get(event.code, "failure"))
 
 
 def _gave_up(

@@ -11,6 +11,7 @@ import pytest
 
 from coordinator.hub.dispatch import Dispatcher, JobRejected
 from coordinator.hub.hub import NodeHub
+from coordinator.routing import RouteInput
 from protocol import (
     Chunk,
     Done,
@@ -22,6 +23,7 @@ from protocol import (
     Timings,
     Usage,
 )
+from scheduler import ProviderPreferences, RouteRequest, RoutingPreferences
 from tests.coordinator.test_hub import Pipe, heartbeat, make_hub
 from tests.protocol.peers import sample_hardware, sample_job, sample_offer
 
@@ -85,9 +87,15 @@ def cannot_serve(retryable: bool) -> Failed:
     )
 
 
-async def run(dispatcher: Dispatcher, job: Job) -> list[tuple[str, object]]:
+async def run(
+    dispatcher: Dispatcher, job: Job, order: tuple[str, ...] = ()
+) -> list[tuple[str, object]]:
     job = job.model_copy(update={"deadline_ms": int((time.time() + 30) * 1000)})
-    return [event async for event in dispatcher.stream(job)]
+    routing = RouteInput(
+        RoutingPreferences(job.model, provider=ProviderPreferences(order=order)),
+        RouteRequest(prompt_tokens=1, max_tokens=job.sampling.max_tokens),
+    )
+    return [event async for event in dispatcher.stream(job, routing)]
 
 
 async def test_a_node_that_cannot_serve_the_request_passes_it_to_the_next() -> None:
@@ -118,8 +126,8 @@ async def test_when_no_node_can_serve_the_request_it_is_rejected_not_failed() ->
 async def test_a_request_the_node_calls_invalid_is_not_retried_elsewhere() -> None:
     hub = make_hub(interval_ms=5_000)
     async with (
-        node(hub, price=1, fail=cannot_serve(retryable=False)),
+        node(hub, price=1, fail=cannot_serve(retryable=False)) as refusing,
         node(hub, price=9, fail=None),
     ):
         with pytest.raises(JobRejected, match=r"^tools are not supported"):
-            await run(Dispatcher(hub.registry), sample_job("job_c"))
+            await run(Dispatcher(hub.registry), sample_job("job_c"), order=(refusing,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 
 from tests.e2e.conftest import UPSTREAM_MODEL as MODEL  # served by the openai node and a mock
@@ -43,9 +44,15 @@ def test_an_upstream_error_fails_over_to_another_node(
     net.wait_for_nodes(MODEL, 2)
     upstream.replies.append(ErrorReply(503, "upstream overloaded"))
     client = openai.OpenAI(base_url=net.base_url, api_key=net.customer_key, max_retries=0)
+    # The scheduler spreads new nodes' traffic at random: ask for the (cheaper) openai node first.
+    rows = httpx.get(f"{net.base_url}/models/{MODEL}/endpoints", timeout=5).json()["data"]
+    first = min(rows, key=lambda row: row["pricing"]["input"])["node"]
     response = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "hello"}]
+        model=MODEL,
+        messages=[{"role": "user", "content": "hello"}],
+        extra_body={"provider": {"order": [first]}},
     )
+    assert response.headers["x-shareai-attempts"] == "2"
     completion = response.parse()
     assert completion.choices[0].message.content
     assert completion.choices[0].message.content != "Hi from upstream"  # the mock node answered

@@ -82,6 +82,16 @@ def test_half_open_lets_one_probe_and_success_closes() -> None:
     assert c.cooldown_s == 10.0
 
 
+def test_a_probe_whose_outcome_never_arrives_lapses_after_a_cooldown() -> None:
+    c = CircuitBreaker(CFG)
+    for _ in range(3):
+        c.record_failure(0.0)
+    assert c.try_acquire_probe(10.0)  # the probe's customer walks away: nothing is recorded
+    assert not c.try_acquire_probe(19.9)
+    assert c.try_acquire_probe(20.0)  # the lease lapsed: the node is not blocked forever
+    assert not c.try_acquire_probe(20.0)
+
+
 def test_failed_probe_reopens_with_a_longer_capped_cooldown() -> None:
     c = CircuitBreaker(CFG)
     for _ in range(3):
