@@ -190,22 +190,6 @@ class NodeRegistry:
     def all(self) -> list[LiveNode]:
         return list(self._nodes.values())
 
-    def candidates(self, model: str, exclude: set[str]) -> list[LiveNode]:
-        """Nodes serving ``model`` with a free slot, cheapest first (then least loaded)."""
-        serving = [
-            node
-            for node in self._nodes.values()
-            if node.node_id not in exclude and node.free_slots(model) > 0
-        ]
-        return sorted(
-            serving,
-            key=lambda node: (
-                node.offers[model].price_input_micro_usd_per_1m
-                + node.offers[model].price_output_micro_usd_per_1m,
-                node.in_flight.get(model, 0),
-            ),
-        )
-
     def serves(self, model: str) -> bool:
         return any(model in node.offers for node in self._nodes.values())
 
