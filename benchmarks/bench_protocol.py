@@ -44,6 +44,7 @@ from pathlib import Path
 import msgpack
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 
+from benchmarks._machine import cpu_model, write_between_markers
 from protocol import (
     ChatMessage,
     Chunk,
@@ -186,7 +187,7 @@ class Machine:
     def describe(cls) -> Machine:
         names = ("msgpack", "pydantic", "pydantic-core", "cryptography")
         return cls(
-            cpu_model=_cpu_model(),
+            cpu_model=cpu_model(),
             logical_cpus=os.cpu_count() or 0,
             system=f"{platform.system()} {platform.release()}",
             python=f"{platform.python_implementation()} {platform.python_version()}",
@@ -489,13 +490,7 @@ def write_docs_section(path: Path, section: str) -> None:
 
     Raises ValueError if the file does not hold both markers, in order.
     """
-    text = path.read_text(encoding="utf-8")
-    start = text.find(DOCS_START)
-    end = text.find(DOCS_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} lacks the markers {DOCS_START} ... {DOCS_END}")
-    head = text[: start + len(DOCS_START)]
-    path.write_text(f"{head}\n{section}\n{text[end:]}", encoding="utf-8")
+    write_between_markers(path, DOCS_START, DOCS_END, section)
 
 
 def source_revision() -> str:
@@ -519,17 +514,6 @@ def source_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "an unknown revision (not a git checkout)"
     return f"commit {commit}" + (" with uncommitted changes to protocol/" if changes else "")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -10,82 +10,41 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException
+from sqlalchemy import select
 
-from coordinator.api.completions import CompletionSettings, build_job, respond, route_input
+from coordinator.api.apps import APP_HANDLERS
+from coordinator.api.completions import build_job, respond, route_input
+from coordinator.api.context import AccountsGateway, Caller, Services, caller_of, services_of
 from coordinator.api.errors import (
     ApiError,
     api_error_response,
     http_exception_handler,
     unexpected_error_handler,
 )
-from coordinator.api.middleware import RequestIdMiddleware
+from coordinator.api.middleware import RequestIdMiddleware, request_id_of
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
-from coordinator.hub.dispatch import Dispatcher
-from coordinator.hub.hub import NodeHub, PeerGone
-from coordinator.hub.nodes import NodeRegistry
-from protocol import EnrollmentStatement, MalformedFrame, PublicKey
+from coordinator.billing import InsufficientCredits, Ticket, generation_json
+from coordinator.db.generations import Generation
+from coordinator.hub.hub import PeerGone
+from coordinator.ledger import account_balances
+from coordinator.routing import RouteInput
+from protocol import EnrollmentStatement, Job, MalformedFrame, PublicKey
 
 __all__ = ["AccountsGateway", "Caller", "Services", "create_app"]
 
 MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    account_id: str
-    role: Literal["customer", "provider", "builder", "operator"]
-    name: str
-
-
-class AccountsGateway(Protocol):
-    """What the web layer needs from accounts (implemented over the database in accounts)."""
-
-    async def authenticate(self, raw_key: str) -> Caller | None: ...
-
-    async def enroll_node(
-        self, caller: Caller, statement: EnrollmentStatement, proof: bytes, now_ms: int
-    ) -> str:
-        """Bind the node key to the caller (a Provider); returns the node id.
-
-        Raises ApiError (400 bad proof, 403 wrong role, 409 key taken) on refusal.
-        """
-        ...
-
-
-@dataclass
-class Services:
-    accounts: AccountsGateway
-    hub: NodeHub
-    registry: NodeRegistry
-    dispatcher: Dispatcher
-    completion: CompletionSettings = field(default_factory=CompletionSettings)
-
-
 _MAY_REQUEST_COMPLETIONS = frozenset({"customer", "builder", "operator"})
 
 
-def _services(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-async def _caller(request: Request[Any, Any, Any]) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
-        )
-    caller = await _services(request).accounts.authenticate(token.strip())
-    if caller is None:
-        raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
-    return caller
+_services = services_of
+_caller = caller_of
 
 
 async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[Any]:
@@ -101,8 +60,10 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
     )
     job = build_job(body, services.completion)
     routing = route_input(body, job, caller.account_id)
+    routing.request_id = request_id_of(request.scope)
     if routing.prefs.model != job.model:  # a :floor / :nitro suffix
         job = job.model_copy(update={"model": routing.prefs.model})
+    ticket = await _open_ticket(services, caller, job, routing, chat=chat)
     return await respond(
         services.dispatcher,
         job,
@@ -112,7 +73,42 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
         settings=services.completion,
         headers={},
         routing=routing,
+        ticket=ticket,
     )
+
+
+async def _open_ticket(
+    services: Services, caller: Caller, job: Job, routing: RouteInput, *, chat: bool
+) -> Ticket | None:
+    """Route, then reserve the worst-case cost before any node is used (402 if unaffordable)."""
+    billing = services.billing
+    if billing is None:
+        return None
+    decision = services.dispatcher.router.decide(routing.prefs, routing.request)
+    routing.decision = decision
+    if not decision.candidates:
+        return None  # the dispatcher explains why (404/503): nothing to bill
+    app = None
+    if caller.app_id is not None:
+        if services.app_terms is None:
+            raise ApiError(403, "app-scoped keys are not enabled here", code="wrong_role")
+        app = await services.app_terms(caller.app_id)
+    try:
+        return await billing.open(
+            job,
+            decision,
+            generation_id=("chatcmpl-" if chat else "cmpl-") + job.job_id.removeprefix("job_"),
+            request_id=routing.request_id,
+            customer_account_id=caller.account_id,
+            api_key_id=caller.api_key_id,
+            app=app,
+        )
+    except InsufficientCredits as short:
+        raise ApiError(
+            402,
+            f"{short}; add credits to your account",
+            code="insufficient_credits",
+        ) from None
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -221,6 +217,128 @@ def _integer(value: object, name: str) -> int:
     return value
 
 
+@get("/v1/account")
+async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The caller's money: available, held for requests in flight, and recent usage."""
+    caller = await _caller(request)
+    services = _services(request)
+    if services.sessions is None or services.billing is None:
+        raise ApiError(404, "billing is not enabled on this coordinator", code="not_found")
+    async with services.sessions() as session:
+        balances = await account_balances(session, caller.account_id)
+        rows = (
+            await session.scalars(
+                select(Generation)
+                .where(Generation.customer_account_id == caller.account_id)
+                .order_by(Generation.created_at_ms.desc())
+                .limit(20)
+            )
+        ).all()
+    gate = services.billing.gate.totals(caller.account_id)
+    # Leased money sits in the ledger's held part; of it, only what requests in flight reserve
+    # and what was charged but not posted yet is really taken.
+    leased_free = gate.leased_micro_usd - gate.reserved_micro_usd - gate.unposted_micro_usd
+    ledger_held = balances.held_micro_usd - gate.leased_micro_usd
+    return {
+        "object": "account",
+        "account_id": caller.account_id,
+        "role": caller.role,
+        "name": caller.name,
+        "balance": {
+            "unit": "micro-USD",
+            "available": balances.available_micro_usd + max(0, leased_free),
+            "held": max(0, ledger_held) + gate.reserved_micro_usd,
+            "charged_not_yet_posted": gate.unposted_micro_usd,
+        },
+        "earnings": {
+            "provider_micro_usd": balances.provider_earnings_micro_usd,
+            "builder_micro_usd": balances.builder_earnings_micro_usd,
+        },
+        "recent_usage": [generation_json(row) for row in rows],
+    }
+
+
+@get("/v1/generations/{generation_id:str}")
+async def generation(request: Request[Any, Any, Any], generation_id: str) -> dict[str, Any]:
+    """One past request of the caller's: node, model, timings, token counts, itemised cost."""
+    caller = await _caller(request)
+    services = _services(request)
+    if services.sessions is None or services.billing is None:
+        raise ApiError(404, "billing is not enabled on this coordinator", code="not_found")
+    pending = services.billing.gate.pending(generation_id)
+    if pending is not None and pending.customer_account_id == caller.account_id:
+        return pending.to_json()
+    async with services.sessions() as session:
+        row = await session.get(Generation, generation_id)
+    if row is None or row.customer_account_id != caller.account_id:
+        # Someone else's generation is "not found" too: ids are not secrets, usage is.
+        raise ApiError(404, f"no generation {generation_id!r} of yours", code="not_found")
+    return generation_json(row)
+
+
+async def _operator(request: Request[Any, Any, Any]) -> Services:
+    caller = await _caller(request)
+    if caller.role != "operator":
+        raise ApiError(403, "only an operator key may see routing internals", code="wrong_role")
+    return _services(request)
+
+
+_MAX_RECENT_ROUTES = 200
+
+
+@get("/v1/admin/routes")
+async def recent_routes(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Operator: the most recent routing decisions, newest first (``?limit=``, default 20)."""
+    services = await _operator(request)
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_RECENT_ROUTES:
+        raise ApiError(
+            400,
+            f"limit must be an integer from 1 to {_MAX_RECENT_ROUTES}",
+            code="invalid_value",
+            param="limit",
+        )
+    records = services.dispatcher.router.routes.recent(int(raw))
+    return {"object": "list", "data": [record.to_json() for record in records]}
+
+
+@get("/v1/admin/routes/{request_id:str}")
+async def route_explanation(request: Request[Any, Any, Any], request_id: str) -> dict[str, Any]:
+    """Operator: why request ``request_id`` (its ``x-request-id``) went where it went."""
+    services = await _operator(request)
+    record = services.dispatcher.router.routes.get(request_id)
+    if record is None:
+        raise ApiError(
+            404,
+            f"no routing record for {request_id!r} (unknown, or older than the"
+            f" {services.dispatcher.router.routes.limit} most recent requests)",
+            code="not_found",
+        )
+    return record.to_json()
+
+
+@get("/v1/admin/nodes")
+async def node_reports(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Operator: what the router knows of every live node (score inputs, uptime, circuits)."""
+    services = await _operator(request)
+    router = services.dispatcher.router
+    reports = [router.node_report(node.node_id) for node in services.registry.all()]
+    return {
+        "object": "list",
+        "data": sorted((r for r in reports if r is not None), key=lambda r: str(r["node"])),
+    }
+
+
+@get("/v1/admin/nodes/{node_id:str}")
+async def node_report(request: Request[Any, Any, Any], node_id: str) -> dict[str, Any]:
+    """Operator: one node, live or remembered."""
+    services = await _operator(request)
+    report = services.dispatcher.router.node_report(node_id)
+    if report is None:
+        raise ApiError(404, f"the router knows nothing of node {node_id!r}", code="not_found")
+    return report
+
+
 @get("/healthz")
 async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"status": "ok", "nodes": len(_services(request).registry)}
@@ -256,8 +374,15 @@ def create_app(services: Services) -> Litestar:
             hub_info,
             me,
             enroll_node,
+            account,
+            generation,
+            recent_routes,
+            route_explanation,
+            node_reports,
+            node_report,
             healthz,
             node_hub,
+            *APP_HANDLERS,
         ],
         middleware=[RequestIdMiddleware],
         exception_handlers={

@@ -16,11 +16,14 @@ from pathlib import Path
 import uvicorn
 
 from coordinator.api.accounts_gateway import DatabaseAccounts
+from coordinator.api.apps import DatabaseAppTerms
 from coordinator.app import Services, create_app
+from coordinator.billing import Billing, BillingSettings, CreditGate
 from coordinator.db import create_engine, create_session_factory, migrate
 from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import HubSettings, NodeHub
 from coordinator.hub.nodes import NodeRegistry
+from coordinator.routing import Router
 from coordinator.settings import Settings
 from protocol import Identity, SessionConfig
 
@@ -59,7 +62,10 @@ async def serve(settings: Settings) -> None:
     await migrate(settings.database_url)
     identity = load_or_create_identity(settings.coordinator_key_file)
     engine = create_engine(settings.database_url)
-    accounts = DatabaseAccounts(create_session_factory(engine), identity.public_key)
+    sessions = create_session_factory(engine)
+    accounts = DatabaseAccounts(sessions, identity.public_key)
+    tokenizers = settings.tokenizer_map
+    tokenizers.validate()  # a missing or broken tokenizer.json stops the start, not a request
     registry = NodeRegistry()
     session_config = SessionConfig(handshake_timeout_ms=settings.handshake_timeout_ms)
     hub = NodeHub(
@@ -68,8 +74,24 @@ async def serve(settings: Settings) -> None:
         accounts.admission,
         HubSettings(heartbeat_interval_ms=settings.heartbeat_interval_ms, session=session_config),
     )
+    router = Router(registry, hedge_default=settings.hedge_by_default)
+    gate = CreditGate(sessions, lease_chunk_micro_usd=settings.credit_lease_micro_usd)
+    billing = Billing(
+        gate,
+        router,
+        BillingSettings(platform_fee_bps=settings.platform_fee_bps, tokenizers=tokenizers),
+    )
     app = create_app(
-        Services(accounts=accounts, hub=hub, registry=registry, dispatcher=Dispatcher(registry))
+        Services(
+            accounts=accounts,
+            hub=hub,
+            registry=registry,
+            dispatcher=Dispatcher(registry, router=router),
+            sessions=sessions,
+            billing=billing,
+            app_terms=DatabaseAppTerms(sessions),
+            max_surcharge_bps=settings.max_surcharge_bps,
+        )
     )
     config = uvicorn.Config(
         app,
@@ -90,10 +112,13 @@ async def serve(settings: Settings) -> None:
         engine.url.render_as_string(hide_password=True),
     )
     sweep = asyncio.create_task(_sweep_revocations(hub, accounts))
+    flusher = asyncio.create_task(gate.run())
     try:
         await server.serve()
     finally:
-        sweep.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweep
+        for task in (sweep, flusher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await gate.close()  # post what was charged; leases still in use expire
         await engine.dispose()

@@ -10,6 +10,11 @@ variables, then defaults. Paths that are not given are derived from ``data_dir``
     port                  8000  (0: any free port)                     SHAREAI_PORT
     heartbeat_interval_ms 15000                                        SHAREAI_HEARTBEAT_INTERVAL_MS
     handshake_timeout_ms  10000                                        SHAREAI_HANDSHAKE_TIMEOUT_MS
+    hedge_by_default      false (hedge requests that do not say)       SHAREAI_HEDGE_BY_DEFAULT
+    platform_fee_percent  "5" (% of the provider price)               SHAREAI_PLATFORM_FEE_PERCENT
+    tokenizers            "" (MODEL=PATH/tokenizer.json,...)           SHAREAI_TOKENIZERS
+    credit_lease_usd      "1" (reserved per customer per lease)        SHAREAI_CREDIT_LEASE_USD
+    max_surcharge_percent "20" (cap on Builder surcharges)             SHAREAI_MAX_SURCHARGE_PERCENT
 
 :func:`load_settings` raises :class:`SettingsError`, one line naming each bad setting; building
 :class:`Settings` directly raises pydantic's ``ValidationError``.
@@ -25,6 +30,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coordinator.db.engine import normalize_database_url
+from coordinator.ledger import parse_percent
+from coordinator.metering import TokenizerMap, parse_tokenizer_map
+from coordinator.money import parse_usd
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
@@ -50,6 +58,56 @@ class Settings(BaseModel):
     # The Welcome message allows 100 ms .. 10 min (protocol.messages.Welcome).
     heartbeat_interval_ms: int = Field(default=15_000, ge=100, le=600_000)
     handshake_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+    # Requests without provider.hedge race a second node when the first one's first token is
+    # late against its own p90 (see docs/scheduling.md, "Hedging").
+    hedge_by_default: bool = False
+    # Settlement (docs/settlement.md): the platform's fee on top of the provider price, the
+    # tokenizers the coordinator counts tokens with, and the size of a credit lease.
+    platform_fee_percent: str = "5"
+    tokenizers: str = ""
+    credit_lease_usd: str = "1"
+    max_surcharge_percent: str = "20"
+
+    @field_validator("max_surcharge_percent")
+    @classmethod
+    def _check_max_surcharge(cls, value: str) -> str:
+        parse_percent(value)
+        return value
+
+    @property
+    def max_surcharge_bps(self) -> int:
+        return parse_percent(self.max_surcharge_percent)
+
+    @field_validator("platform_fee_percent")
+    @classmethod
+    def _check_fee(cls, value: str) -> str:
+        parse_percent(value)  # raises InvalidLedgerInput, a ValueError naming the problem
+        return value
+
+    @field_validator("tokenizers")
+    @classmethod
+    def _check_tokenizers(cls, value: str) -> str:
+        parse_tokenizer_map(value)
+        return value
+
+    @field_validator("credit_lease_usd")
+    @classmethod
+    def _check_lease(cls, value: str) -> str:
+        if parse_usd(value) <= 0:
+            raise ValueError("must be more than 0")
+        return value
+
+    @property
+    def platform_fee_bps(self) -> int:
+        return parse_percent(self.platform_fee_percent)
+
+    @property
+    def tokenizer_map(self) -> TokenizerMap:
+        return TokenizerMap.parse(self.tokenizers)
+
+    @property
+    def credit_lease_micro_usd(self) -> int:
+        return parse_usd(self.credit_lease_usd)
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +142,11 @@ _ENV_FIELDS = (
     "coordinator_key_file",
     "heartbeat_interval_ms",
     "handshake_timeout_ms",
+    "hedge_by_default",
+    "platform_fee_percent",
+    "tokenizers",
+    "credit_lease_usd",
+    "max_surcharge_percent",
 )
 
 

@@ -25,6 +25,8 @@
     price_out_usd_per_1m = "0.15"
     max_concurrency = 16
     context_length = 131072
+    # The request parameters to offer, if the upstream honours fewer than all (the default).
+    supported_parameters = ["max_tokens", "temperature", "top_p", "stop", "seed"]
 
     [[models]]
     name = "mock/echo"
@@ -34,9 +36,11 @@
     mock = { time_to_first_token_ms = 50, tokens_per_s = 200 }
 
 ``mock`` and ``vllm`` take the options of :class:`node_agent.backends.config.MockOptions` and
-:class:`~node_agent.backends.config.VllmOptions`. Prices are read as decimals, never floats
-(TOML numbers are parsed as :class:`decimal.Decimal`), and kept as integer micro-USD per 1M
-tokens. Every bad value raises :class:`ConfigError` with one
+:class:`~node_agent.backends.config.VllmOptions`. ``supported_parameters`` (any backend) narrows
+the request parameters the model's offer lists; each must be one the backend supports
+(:func:`node_agent.backends.backend_parameters`), and by default the offer lists them all.
+Prices are read as decimals, never floats (TOML numbers are parsed as :class:`decimal.Decimal`),
+and kept as integer micro-USD per 1M tokens. Every bad value raises :class:`ConfigError` with one
 line naming the key, such as ``node.toml: models[1].price_in_usd_per_1m: at most 6 decimals``.
 """
 
@@ -62,9 +66,10 @@ from pydantic import (
     field_validator,
 )
 
+from node_agent.backends import backend_parameters
 from node_agent.backends.config import BackendConfig, BackendKind, MockOptions, VllmOptions
 from node_agent.errors import ConfigError
-from protocol import PublicKey
+from protocol import PublicKey, RequestParameter
 
 __all__ = [
     "DEFAULT_HUB_PATH",
@@ -189,6 +194,8 @@ class ModelConfig(_ConfigModel):
         default=None, min_length=1, max_length=256, validate_default=True
     )
     upstream_api_key_env: str | None = Field(default=None, validate_default=True)
+    supported_parameters: list[RequestParameter] | None = None
+    """The request parameters to offer (``None``: all the backend supports)."""
     mock: MockOptions | None = Field(default=None, validate_default=True)
     vllm: VllmOptions | None = Field(default=None, validate_default=True)
 
@@ -226,6 +233,25 @@ class ModelConfig(_ConfigModel):
             raise ValueError(f'not used by backend "{backend}"; remove it')
         if not _ENV_NAME.fullmatch(value):
             raise ValueError(f"must name an environment variable, got {value!r}")
+        return value
+
+    @field_validator("supported_parameters")
+    @classmethod
+    def _parameters_the_backend_supports(
+        cls, value: list[RequestParameter] | None, info: ValidationInfo
+    ) -> list[RequestParameter] | None:
+        if value is None:
+            return None
+        backend = info.data.get("backend")
+        supported = backend_parameters(backend) if backend is not None else None
+        for index, name in enumerate(value):
+            if name in value[:index]:
+                raise ValueError(f"{name!r} is listed twice")
+            if supported is not None and name not in supported:
+                raise ValueError(
+                    f'backend "{backend}" does not support {name!r}'
+                    f" (it supports {', '.join(sorted(supported))})"
+                )
         return value
 
     @field_validator("mock")
@@ -292,6 +318,9 @@ class ModelConfig(_ConfigModel):
             max_concurrency=self.max_concurrency,
             price_input_micro_usd_per_1m=self.price_input_micro_usd_per_1m,
             price_output_micro_usd_per_1m=self.price_output_micro_usd_per_1m,
+            supported_parameters=(
+                None if self.supported_parameters is None else frozenset(self.supported_parameters)
+            ),
             mock=self.mock or MockOptions(),
             vllm=self.vllm or VllmOptions(),
         )
@@ -491,6 +520,8 @@ def render_node_toml(
         '# price_out_usd_per_1m = "0.15"',
         "# max_concurrency = 16",
         "# context_length = 131072",
+        "# # Offer fewer request parameters than all (the default) if the upstream lacks some:",
+        '# # supported_parameters = ["max_tokens", "temperature", "top_p", "stop", "seed"]',
         "#",
         "# [[ models ]]",
         '# name = "mock/echo"                           # deterministic text, for trying it out',

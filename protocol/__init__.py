@@ -27,6 +27,7 @@ from protocol.errors import (
 from protocol.framing import DecodeLimits
 from protocol.identity import Identity, PublicKey
 from protocol.messages import (
+    KNOWN_PARAMETERS,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -49,6 +50,7 @@ from protocol.messages import (
     Offer,
     Offers,
     Reject,
+    RequestParameter,
     SamplingParams,
     SessionLimits,
     Timings,
@@ -68,6 +70,7 @@ from protocol.tools import (
 )
 
 __all__ = [
+    "KNOWN_PARAMETERS",
     "MAX_JSON_CHARS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -110,6 +113,7 @@ __all__ = [
     "ProtocolError",
     "PublicKey",
     "Reject",
+    "RequestParameter",
     "SamplingParams",
     "SequenceViolation",
     "SessionClosed",

@@ -9,17 +9,21 @@ milliseconds, and byte strings are msgpack ``bin``.
 OpenAI-shaped values that nest without bound (tool definitions, tool choice, response format, tool
 calls) travel as compact JSON text in ``*_json`` string fields, bounded in length; the schemas do
 not parse that text, the applications do (:mod:`protocol.tools`).
+
+An offer lists the request parameters its node honours (:data:`KNOWN_PARAMETERS`, the OpenAI
+request parameters a job can carry), so the coordinator can route requests that use them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from protocol.tools import MAX_JSON_CHARS
 
 __all__ = [
+    "KNOWN_PARAMETERS",
     "MAX_FRAME_BYTES",
     "MAX_SKEW_MS",
     "MESSAGE_TYPES",
@@ -47,6 +51,7 @@ __all__ = [
     "Offer",
     "Offers",
     "Reject",
+    "RequestParameter",
     "SamplingParams",
     "SessionLimits",
     "Timings",
@@ -81,6 +86,41 @@ Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 JsonText = Annotated[str, Field(min_length=1, max_length=MAX_JSON_CHARS)]
 """A JSON value as text (see :mod:`protocol.tools`): receivers parse it as JSON."""
 ToolCallId = Annotated[str, Field(min_length=1, max_length=256)]
+
+RequestParameter = Literal[
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+]
+"""An OpenAI request parameter that a job carries: a :class:`SamplingParams` field or one of the
+``Job``'s tool and response-format fields (named without ``_json``). Nothing else can reach a
+node, so nothing else can be offered."""
+KNOWN_PARAMETERS: frozenset[RequestParameter] = frozenset(get_args(RequestParameter))
+"""Every :data:`RequestParameter`: the closed set an offer's ``supported_parameters`` draws from."""
+
+
+def _each_parameter_once(names: list[RequestParameter]) -> list[RequestParameter]:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{name!r} is listed twice")
+        seen.add(name)
+    return names
+
+
+SupportedParameters = Annotated[
+    list[RequestParameter],
+    Field(max_length=len(KNOWN_PARAMETERS)),
+    AfterValidator(_each_parameter_once),
+]
 
 
 class WireModel(BaseModel):
@@ -124,7 +164,11 @@ class Hardware(WireModel):
 
 
 class Offer(WireModel):
-    """A model the node serves, at its price."""
+    """A model the node serves, at its price, and the request parameters it honours.
+
+    ``supported_parameters`` is required on the wire like every field; in Python it defaults to
+    every known parameter (sorted), which is what an offer meant before it said.
+    """
 
     model: ModelName
     weights_hash: Annotated[str, Field(max_length=128)] | None
@@ -132,6 +176,10 @@ class Offer(WireModel):
     max_concurrency: Annotated[int, Field(ge=1, le=4096)]
     price_input_micro_usd_per_1m: MicroUsdPer1MTokens
     price_output_micro_usd_per_1m: MicroUsdPer1MTokens
+    supported_parameters: SupportedParameters = Field(
+        default_factory=lambda: sorted(KNOWN_PARAMETERS)
+    )
+    """The request parameters the node honours for this model, each at most once, any order."""
 
 
 class SessionLimits(WireModel):

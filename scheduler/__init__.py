@@ -3,7 +3,8 @@
 No I/O, no clock reads and no imports from ``coordinator`` or ``node_agent``. The pipeline is
 :func:`route` (filter -> score -> select) over a :class:`NetworkSnapshot`; the caller keeps the
 :class:`MeasurementBook`, :class:`ReputationBook` and :class:`CircuitBook` up to date from observed
-outcomes and builds a fresh snapshot from them. See ``docs/scheduling.md``.
+outcomes and keeps a snapshot built from them (see :class:`LiveOverlay` for fields too volatile
+to rebuild a snapshot for). See ``docs/scheduling.md``.
 """
 
 from scheduler.circuit import CircuitBook, CircuitBreaker, CircuitConfig
@@ -38,7 +39,14 @@ from scheduler.preferences import (
     usd_per_1m_to_micro_usd,
 )
 from scheduler.reputation import Outcome, Reputation, ReputationBook
-from scheduler.snapshot import CircuitState, NetworkSnapshot, NodeModelState
+from scheduler.snapshot import (
+    CircuitState,
+    LiveOverlay,
+    NetworkSnapshot,
+    NodeModelState,
+    SnapshotBuilder,
+)
+from scheduler.uptime import Uptime, UptimeBook
 
 __all__ = [
     "FILTERS",
@@ -51,6 +59,7 @@ __all__ = [
     "Exclusion",
     "FilterContext",
     "InvalidPreferences",
+    "LiveOverlay",
     "MaxPrice",
     "MeasurementBook",
     "MeasurementSummary",
@@ -68,7 +77,10 @@ __all__ = [
     "RoutingPreferences",
     "SchedulerError",
     "ScoredCandidate",
+    "SnapshotBuilder",
     "Sort",
+    "Uptime",
+    "UptimeBook",
     "Weights",
     "parse_provider",
     "parse_routing_preferences",

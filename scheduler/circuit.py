@@ -117,3 +117,7 @@ class CircuitBook:
         if entry is None:
             entry = self._entries[key] = CircuitBreaker(self.config)
         return entry
+
+    def forget_node(self, node_id: str) -> None:
+        for key in [k for k in self._entries if k[0] == node_id]:
+            del self._entries[key]

@@ -66,19 +66,27 @@ class DecayingQuantiles:
 
     def quantile(self, fraction: float, now_s: float) -> float | None:
         """The weighted ``fraction`` quantile, or ``None`` with no samples."""
+        return self.quantiles((fraction,), now_s)[0]
+
+    def quantiles(self, fractions: tuple[float, ...], now_s: float) -> tuple[float | None, ...]:
+        """Several weighted quantiles (``fractions`` ascending) from one sort of the samples."""
         if not self._samples:
-            return None
+            return tuple(None for _ in fractions)
+        half_life = self._half_life_s
         weighted = sorted(
-            (value, 2.0 ** (-max(0.0, now_s - t) / self._half_life_s)) for t, value in self._samples
+            (value, 2.0 ** (-max(0.0, now_s - t) / half_life)) for t, value in self._samples
         )
         total = sum(w for _, w in weighted)
-        target = fraction * total
+        found: list[float | None] = []
         running = 0.0
-        for value, weight in weighted:
-            running += weight
-            if running >= target:
-                return value
-        return weighted[-1][0]
+        i = 0
+        for fraction in fractions:
+            target = fraction * total
+            while i < len(weighted) and running + weighted[i][1] < target:
+                running += weighted[i][1]
+                i += 1
+            found.append(weighted[min(i, len(weighted) - 1)][0])
+        return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +129,24 @@ class Measurements:
         if tokens_per_s is not None and tokens_per_s > 0:
             self.tokens_per_s.add(tokens_per_s, now_s)
 
+    def record_censored_ttft(self, now_s: float, *, at_least_ms: float) -> None:
+        """An attempt abandoned before its first token (a lost hedge): TTFT was at least this.
+
+        Counted as a TTFT sample (a lower bound) so a node that turns slow shows it in its
+        quantiles, but neither as an attempt nor as a failure.
+        """
+        self.ttft_ms.add(at_least_ms, now_s)
+
     def record_failure(self, now_s: float, kind: Failure) -> None:
         self.attempts.add(1.0, now_s)
         (self.errors if kind == "error" else self.timeouts).add(1.0, now_s)
 
     def summary(self, now_s: float) -> MeasurementSummary:
         attempts = self.attempts.value(now_s)
+        ttft_p50, ttft_p90 = self.ttft_ms.quantiles((0.5, 0.9), now_s)
         return MeasurementSummary(
-            ttft_p50_ms=self.ttft_ms.quantile(0.5, now_s) or 0.0,
-            ttft_p90_ms=self.ttft_ms.quantile(0.9, now_s) or 0.0,
+            ttft_p50_ms=ttft_p50 or 0.0,
+            ttft_p90_ms=ttft_p90 or 0.0,
             tokens_per_s_p50=self.tokens_per_s.quantile(0.5, now_s) or 0.0,
             error_rate=self.errors.value(now_s) / attempts if attempts > 0 else 0.0,
             timeout_rate=self.timeouts.value(now_s) / attempts if attempts > 0 else 0.0,

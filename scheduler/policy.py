@@ -13,13 +13,14 @@ not examine.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.errors import NoRouteAvailable
 from scheduler.preferences import ProviderPreferences, RoutingPreferences
-from scheduler.snapshot import NetworkSnapshot, NodeModelState
+from scheduler.snapshot import LiveOverlay, NetworkSnapshot, NodeModelState
 
 __all__ = [
     "ALWAYS_REQUIRED_PARAMETERS",
@@ -120,17 +121,28 @@ class Exclusion:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RouteDecision:
-    """An explained route. ``candidates[0]`` is the primary; the rest are fallbacks, in order."""
+    """An explained route. ``candidates[0]`` is the primary; the rest are fallbacks, in order.
+
+    The reasons for exclusions are worked out on first access of :attr:`excluded` (from the
+    states as the decision saw them): most decisions are never explained, and running the
+    filter chain for every excluded node would be most of a decision's cost.
+    """
 
     candidates: tuple[ScoredCandidate, ...]
-    excluded: tuple[Exclusion, ...]
+    rejected: tuple[tuple[NodeModelState, FilterContext], ...]
+    """The examined states that did not qualify, with the context they were judged in."""
     models_tried: tuple[str, ...]
     examined: int
     not_examined: int
     affinity_used: bool = False
     probation_pick: bool = False
+
+    @functools.cached_property
+    def excluded(self) -> tuple[Exclusion, ...]:
+        """Each examined node that did not qualify, with the first filter's reason."""
+        return tuple(_exclusion(state, ctx) for state, ctx in self.rejected)
 
     @property
     def primary(self) -> ScoredCandidate:
@@ -240,19 +252,26 @@ def filter_context(state: NodeModelState, ctx: FilterContext) -> str | None:
 
 FILTERS: tuple[Filter, ...] = (
     filter_model,
-    filter_circuit,
-    filter_capacity,
     filter_lists,
     filter_owner,
     filter_max_price,
     filter_reputation,
     filter_parameters,
     filter_context,
+    filter_circuit,
+    filter_capacity,
 )
-"""Applied in this order; the first reason found is the one reported."""
+"""Applied in this order; the first reason found is the one reported.
+
+Reasons that follow from the request and its preferences come first and the node's passing
+condition (circuit, free slots) last, so an explanation names the stable cause: a node the
+customer ignored reads "in provider.ignore" whether or not its circuit also happens to be open.
+"""
 
 
 # --- scoring -------------------------------------------------------------------------------------
+
+_MIN_TOKENS_PER_S = 0.001
 
 
 def score_candidates(
@@ -276,7 +295,9 @@ def score_candidates(
     unknown_ttft, unknown_tps = config.unknown_ttft_ms, config.unknown_tokens_per_s
     raw: list[tuple[NodeModelState, float, float, float]] = []
     for s in eligible:
-        tps = s.tokens_per_s_p50 if s.tokens_per_s_p50 > 0 else unknown_tps
+        # A measured speed this low is a broken measurement; below 0.001 tok/s the latency term
+        # would overflow to infinity and turn the score into NaN.
+        tps = max(s.tokens_per_s_p50, _MIN_TOKENS_PER_S) if s.tokens_per_s_p50 > 0 else unknown_tps
         ttft = s.ttft_p50_ms if s.ttft_p50_ms > 0 else unknown_ttft
         cost = (
             prompt * s.price_input_micro_usd_per_1m + completion * s.price_output_micro_usd_per_1m
@@ -326,11 +347,15 @@ def _examined_states(
     affinity_node: str | None,
     rng: random.Random,
     config: PolicyConfig,
+    live: LiveOverlay | None,
 ) -> tuple[list[NodeModelState], tuple[NodeModelState, ...]]:
-    """The states to examine first, and the whole pool (for a fallback full scan)."""
+    """The states to examine first, and the whole pool (for a fallback full scan).
+
+    The examined states are brought up to date through ``live``; the pool is as snapshotted.
+    """
     pool = snapshot.candidates(model)
     if len(pool) <= config.scan_all_up_to:
-        return list(pool), pool
+        return _current(pool, live), pool
     provider = prefs.provider
     chosen: dict[str, NodeModelState] = {}
     named = list(provider.order) + sorted(provider.only or ())
@@ -342,19 +367,40 @@ def _examined_states(
     if provider.only is None:
         for s in snapshot.leaders(model):
             chosen.setdefault(s.node_id, s)
-        for i in rng.sample(range(len(pool)), config.sample_size):
-            s = pool[i]
+        # Drawn with replacement (a repeat is merely skipped): much cheaper than rng.sample, and
+        # with pools this large repeats are rare.
+        draw, size = rng.random, len(pool)
+        for _ in range(config.sample_size):
+            s = pool[int(draw() * size)]
             chosen.setdefault(s.node_id, s)
-    return list(chosen.values()), pool
+    return _current(chosen.values(), live), pool
+
+
+def _current(states: Iterable[NodeModelState], live: LiveOverlay | None) -> list[NodeModelState]:
+    if live is None:
+        return list(states)
+    current = live.current
+    return [current(s) for s in states]
+
+
+def _exclusion(state: NodeModelState, ctx: FilterContext) -> Exclusion:
+    for check in FILTERS:
+        reason = check(state, ctx)
+        if reason is not None:
+            return Exclusion(state.node_id, ctx.model, reason)
+    raise AssertionError(f"{state.node_id} was rejected but every filter keeps it")
 
 
 def _partition(
-    states: list[NodeModelState], ctx: FilterContext, excluded: list[Exclusion]
+    states: list[NodeModelState],
+    ctx: FilterContext,
+    rejected: list[tuple[NodeModelState, FilterContext]],
 ) -> list[NodeModelState]:
-    """Split ``states`` into eligible ones (returned) and exclusions (appended, with reasons).
+    """Split ``states`` into eligible ones (returned) and rejected ones (appended).
 
     The hot path is one inlined predicate equivalent to "every filter in :data:`FILTERS` keeps
-    the node" (a property test holds them equal); the filters run only to explain an exclusion.
+    the node" (a property test holds them equal); the filters run only to explain an exclusion,
+    when :attr:`RouteDecision.excluded` is read.
     """
     eligible: list[NodeModelState] = []
     model, request, prefs = ctx.model, ctx.request, ctx.prefs
@@ -383,12 +429,8 @@ def _partition(
             and (not needed_params or needed_params <= s.supported_parameters)
         ):
             eligible.append(s)
-            continue
-        for check in FILTERS:
-            reason = check(s, ctx)
-            if reason is not None:
-                excluded.append(Exclusion(s.node_id, model, reason))
-                break
+        else:
+            rejected.append((s, ctx))
     return eligible
 
 
@@ -399,18 +441,30 @@ def _order_rank(c: ScoredCandidate, order: tuple[str, ...]) -> int:
     return len(order)
 
 
+def _unmeasured(state: NodeModelState) -> bool:
+    """Never tried for this model: no latency sample and no failure either."""
+    return state.ttft_p50_ms == 0 and state.error_rate == 0 and state.timeout_rate == 0
+
+
 def _pick_primary(
-    ranked: list[ScoredCandidate], rng: random.Random, config: PolicyConfig
+    ranked: list[ScoredCandidate], rng: random.Random, config: PolicyConfig, *, by_price: bool
 ) -> tuple[ScoredCandidate, bool]:
     regular = [c for c in ranked if not c.state.probation]
     probation = [c for c in ranked if c.state.probation]
-    if probation and (not regular or rng.random() < config.probation_share):
+    if probation and regular and rng.random() < config.probation_share:
         # Uniform over every eligible probation node: the point is to measure them all, and
         # their scores rest on priors rather than measurements.
         return rng.choice(probation), True
-    best = regular[0].score
-    near = [c for c in regular if c.score <= best * (1 + config.near_best_ratio)]
-    return rng.choice(near), False
+    if not regular and not by_price:
+        # Only new nodes (a network starting up): try each once before trusting the scores, or
+        # the first one measured would look better than every prior and keep all the traffic.
+        untried = [c for c in probation if _unmeasured(c.state)]
+        if untried:
+            return rng.choice(untried), True
+    pool = regular or probation  # only new nodes: still honour price and the preferences
+    best = pool[0].score
+    near = [c for c in pool if c.score <= best * (1 + config.near_best_ratio)] or pool[:1]
+    return rng.choice(near), not regular
 
 
 def route(
@@ -421,19 +475,21 @@ def route(
     rng: random.Random,
     affinity: Mapping[str, str] | None = None,
     config: PolicyConfig | None = None,
+    live: LiveOverlay | None = None,
 ) -> RouteDecision:
     """Choose the nodes for one request; never raises for "no route" (see ``decision.primary``).
 
     ``affinity`` maps a ``session_id`` to the node id it used last; that node is the primary while
     it is still eligible (and no ``order`` is given). Fallback models (``prefs.models``) add their
-    candidates after those of the requested model.
+    candidates after those of the requested model. ``live`` overlays volatile fields (jobs in
+    flight, circuit state) on every state the decision examines.
     """
     cfg = config if config is not None else PolicyConfig()
     provider = prefs.provider
     affinity_node = (
         affinity.get(prefs.session_id) if affinity is not None and prefs.session_id else None
     )
-    excluded: list[Exclusion] = []
+    rejected: list[tuple[NodeModelState, FilterContext]] = []
     candidates: list[ScoredCandidate] = []
     examined_total = not_examined = 0
     affinity_used = probation_pick = False
@@ -447,13 +503,14 @@ def route(
             affinity_node=affinity_node,
             rng=rng,
             config=cfg,
+            live=live,
         )
-        eligible = _partition(states, ctx, excluded)
+        eligible = _partition(states, ctx, rejected)
         examined = len(states)
         if len(eligible) < cfg.max_candidates and examined < len(pool):
             seen = {s.node_id for s in states}
-            rest = [s for s in pool if s.node_id not in seen]
-            eligible += _partition(rest, ctx, excluded)
+            rest = _current((s for s in pool if s.node_id not in seen), live)
+            eligible += _partition(rest, ctx, rejected)
             examined = len(pool)
         examined_total += examined
         not_examined += len(pool) - examined
@@ -470,7 +527,9 @@ def route(
             if sticky is not None and not candidates:
                 first, affinity_used = sticky, True
             elif not candidates:
-                first, probation_pick = _pick_primary(ranked, rng, cfg)
+                first, probation_pick = _pick_primary(
+                    ranked, rng, cfg, by_price=provider.sort == "price"
+                )
             else:
                 first = ranked[0]
             ordered = [first, *(c for c in ranked if c is not first)]
@@ -481,7 +540,7 @@ def route(
             break
     return RouteDecision(
         candidates=tuple(candidates),
-        excluded=tuple(excluded),
+        rejected=tuple(rejected),
         models_tried=models,
         examined=examined_total,
         not_examined=not_examined,

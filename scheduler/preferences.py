@@ -62,6 +62,8 @@ class ProviderPreferences:
     preferred_min_throughput_tps: float | None = None
     require_parameters: bool = False
     min_reputation: float = 0.0
+    hedge: bool | None = None
+    """ShareAI: race a second node when the first is late (``None``: the operator's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,7 @@ def parse_provider(  # noqa: PLR0912 - one branch per field reads as the spec
             kwargs["order"] = _str_list(item, path)
         elif key in {"only", "ignore"}:
             kwargs[key] = frozenset(_str_list(item, path))
-        elif key in {"allow_fallbacks", "require_parameters"}:
+        elif key in {"allow_fallbacks", "require_parameters", "hedge"}:
             kwargs[key] = _bool(item, path)
         elif key == "sort":
             if item not in _SORTS:

@@ -44,10 +44,13 @@ class Reputation:
     completions_total: int = 0
     good: DecayingCount = field(init=False)
     bad: DecayingCount = field(init=False)
+    by_outcome: dict[Outcome, DecayingCount] = field(init=False)
+    """Decayed count of each outcome (unweighted): the inputs an operator sees."""
 
     def __post_init__(self) -> None:
         self.good = DecayingCount(self.half_life_s)
         self.bad = DecayingCount(self.half_life_s)
+        self.by_outcome = {}
 
     def record(self, outcome: Outcome, now_s: float) -> None:
         if outcome == "completion":
@@ -55,6 +58,19 @@ class Reputation:
             self.completions_total += 1
         else:
             self.bad.add(OUTCOME_WEIGHTS[outcome], now_s)
+        count = self.by_outcome.get(outcome)
+        if count is None:
+            count = self.by_outcome[outcome] = DecayingCount(self.half_life_s)
+        count.add(1.0, now_s)
+
+    def inputs(self, now_s: float) -> dict[str, float]:
+        """The decayed evidence behind :meth:`score`, for explanations."""
+        return {
+            "good": round(self.good.value(now_s), 3),
+            "bad_weighted": round(self.bad.value(now_s), 3),
+            **{kind: round(c.value(now_s), 3) for kind, c in sorted(self.by_outcome.items())},
+            "completions_total": self.completions_total,
+        }
 
     def score(self, now_s: float) -> float:
         """In ``[0, 1]``; ``prior`` with no (or fully decayed) evidence."""
@@ -79,3 +95,9 @@ class ReputationBook:
                 self.half_life_s, probation_completions=self.probation_completions
             )
         return entry
+
+    def get(self, node_id: str) -> Reputation | None:
+        return self._entries.get(node_id)
+
+    def forget_node(self, node_id: str) -> None:
+        self._entries.pop(node_id, None)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from coordinator.accounts import Account
+    from coordinator.ledger import AccountBalances
 
 
 __all__ = ["ROLES", "register"]
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     """Add the ``admin`` command group to the ``shareai`` command's subparsers."""
     admin = subparsers.add_parser(
         "admin",
-        help="operator commands: migrate, create accounts, add credits, revoke keys and nodes",
+        help="operator commands: migrate, accounts and credits, keys and nodes, ledger audit",
         description="Operator commands against the coordinator's database.",
     )
     commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
@@ -95,6 +96,50 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     revoke_node.add_argument("--node-id", required=True, help="the node id (nd_...)")
     revoke_node.set_defaults(handler=_run(_revoke_node))
 
+    ledger = commands.add_parser(
+        "ledger", help="show the ledger's totals: customer credits, earnings, platform revenue"
+    )
+    _add_database_options(ledger, with_json=True)
+    ledger.set_defaults(handler=_run(_ledger))
+
+    audit = commands.add_parser(
+        "audit",
+        help="check every ledger invariant; exit 1 and print each violation if any is broken",
+    )
+    _add_database_options(audit, with_json=True)
+    audit.set_defaults(handler=_run(_audit))
+
+    payouts = commands.add_parser(
+        "payouts",
+        help="pay Providers and Builders what they earned by the end of a month (once per month)",
+    )
+    _add_database_options(payouts, with_json=True)
+    payouts.add_argument(
+        "--period", required=True, type=_period, metavar="YYYY-MM", help="a month that is over"
+    )
+    payouts.add_argument(
+        "--holdback-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="Providers younger than this at the month's end are paid with a later month"
+        " (default: 30)",
+    )
+    payouts.set_defaults(handler=_run(_payouts))
+
+    statement = commands.add_parser(
+        "statement",
+        help="per Provider or Builder: requests, tokens, gross, fees and net for a month",
+    )
+    _add_database_options(statement, with_json=True)
+    statement.add_argument(
+        "--period", required=True, type=_period, metavar="YYYY-MM", help="the month (UTC)"
+    )
+    statement.add_argument("--kind", choices=("provider", "builder"), default="provider")
+    statement.add_argument("--account", metavar="ID", help="only this Provider or Builder")
+    statement.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    statement.set_defaults(handler=_run(_statement))
+
 
 def _add_database_options(parser: argparse.ArgumentParser, *, with_json: bool = False) -> None:
     parser.add_argument(
@@ -118,6 +163,14 @@ def _usd(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _period(text: str) -> str:
+    if len(text) != 7 or text[4] != "-" or not (text[:4] + text[5:]).isdigit():
+        raise argparse.ArgumentTypeError(f"invalid period {text!r}: write YYYY-MM, e.g. 2026-03")
+    if not 1 <= int(text[5:]) <= 12:
+        raise argparse.ArgumentTypeError(f"invalid period {text!r}: the month is 01 to 12")
+    return text
+
+
 def _shown(database_url: str) -> str:
     from sqlalchemy.engine import make_url  # noqa: PLC0415
 
@@ -132,12 +185,13 @@ def _fail(error: BaseException | str) -> int:
 
 
 def _run(
-    body: Callable[[argparse.Namespace, _Database], Awaitable[None]],
+    body: Callable[[argparse.Namespace, _Database], Awaitable[int | None]],
 ) -> Callable[[argparse.Namespace], int]:
     """A handler: load settings, migrate, run ``body`` with a session factory, close the engine.
 
-    Failures the operator can act on (bad settings, an unknown account, an unreachable database)
-    become one line on stderr and exit 1; anything else is a bug and keeps its traceback.
+    The exit status is what ``body`` returns (None: 0). Failures the operator can act on (bad
+    settings, an unknown account, a refused ledger operation, an unreachable database) become one
+    line on stderr and exit 1; anything else is a bug and keeps its traceback.
     """
 
     def handler(args: argparse.Namespace) -> int:
@@ -151,15 +205,16 @@ def _run(
             create_session_factory,
             migrate,
         )
+        from coordinator.ledger import LedgerError  # noqa: PLC0415
         from coordinator.settings import SettingsError, load_settings  # noqa: PLC0415
 
-        failures = (AccountsError, InvalidDatabaseUrl, SQLAlchemyError)
+        failures = (AccountsError, LedgerError, InvalidDatabaseUrl, SQLAlchemyError)
 
-        async def main(database_url: str) -> None:
+        async def main(database_url: str) -> int | None:
             await migrate(database_url)
             engine = create_engine(database_url)
             try:
-                await body(args, _Database(database_url, create_session_factory(engine)))
+                return await body(args, _Database(database_url, create_session_factory(engine)))
             finally:
                 await engine.dispose()
 
@@ -168,12 +223,12 @@ def _run(
         except SettingsError as error:
             return _fail(error)
         try:
-            asyncio.run(main(settings.database_url))
+            status = asyncio.run(main(settings.database_url))
         except failures as error:
             return _fail(error)
         except OSError as error:  # unreachable server, refused connection, unwritable directory
             return _fail(f"cannot open the database {_shown(settings.database_url)}: {error}")
-        return 0
+        return status or 0
 
     return handler
 
@@ -191,13 +246,16 @@ def _iso(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
-def _account_fields(account: Account) -> dict[str, Any]:
+def _account_fields(account: Account, balances: AccountBalances) -> dict[str, Any]:
+    earnings = balances.provider_earnings_micro_usd + balances.builder_earnings_micro_usd
     return {
         "account_id": account.id,
         "role": account.role.value,
         "name": account.name,
-        "balance_micro_usd": account.balance_micro_usd,
-        "balance_usd": format_usd(account.balance_micro_usd),
+        "balance_micro_usd": balances.available_micro_usd,
+        "balance_usd": format_usd(balances.available_micro_usd),
+        "held_micro_usd": balances.held_micro_usd,
+        "earnings_micro_usd": earnings,
         "created_at": _iso(account.created_at_ms),
     }
 
@@ -210,10 +268,12 @@ async def _migrate(_args: argparse.Namespace, database: _Database) -> None:
 
 async def _create_account(args: argparse.Namespace, database: _Database) -> None:
     from coordinator.accounts import create_account, key_display_prefix  # noqa: PLC0415
+    from coordinator.ledger import account_balances  # noqa: PLC0415
 
     async with database.sessions.begin() as session:
         account, raw_key = await create_account(session, args.role, args.name, args.credits)
-    fields = _account_fields(account)
+        balances = await account_balances(session, account.id)
+    fields = _account_fields(account, balances)
     fields["api_key_prefix"] = key_display_prefix(raw_key)
     fields["api_key"] = raw_key
     _print(fields, as_json=args.json)
@@ -238,21 +298,27 @@ async def _add_credits(args: argparse.Namespace, database: _Database) -> None:
 
 async def _list_accounts(args: argparse.Namespace, database: _Database) -> None:
     from coordinator.accounts import list_accounts  # noqa: PLC0415
+    from coordinator.ledger import balances_by_account  # noqa: PLC0415
 
     async with database.sessions.begin() as session:
         accounts = await list_accounts(session)
+        balances = await balances_by_account(session, [account.id for account in accounts])
+    rows = [_account_fields(account, balances[account.id]) for account in accounts]
     if args.json:
-        print(json.dumps([_account_fields(account) for account in accounts]))
+        print(json.dumps(rows))
         return
     if not accounts:
         print("no accounts")
         return
-    print(f"{'ACCOUNT':<30} {'ROLE':<9} {'BALANCE_USD':>16}  {'CREATED':<25} NAME")
-    for account in accounts:
+    print(
+        f"{'ACCOUNT':<30} {'ROLE':<9} {'BALANCE_USD':>16} {'HELD_USD':>12} {'EARNINGS_USD':>14}"
+        f"  {'CREATED':<25} NAME"
+    )
+    for row in rows:
         print(
-            f"{account.id:<30} {account.role.value:<9}"
-            f" {format_usd(account.balance_micro_usd):>16}  {_iso(account.created_at_ms):<25}"
-            f" {account.name}"
+            f"{row['account_id']:<30} {row['role']:<9} {row['balance_usd']:>16}"
+            f" {format_usd(row['held_micro_usd']):>12} {format_usd(row['earnings_micro_usd']):>14}"
+            f"  {row['created_at']:<25} {row['name']}"
         )
 
 
@@ -282,3 +348,113 @@ async def _revoke_key(args: argparse.Namespace, database: _Database) -> None:
         "revoked_at": _iso(key.revoked_at_ms),
     }
     _print(fields, as_json=args.json)
+
+
+async def _ledger(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.ledger import ledger_totals  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        totals = await ledger_totals(session)
+    if args.json:
+        _print({f"{name}_micro_usd": micro_usd for name, micro_usd in totals.items()}, as_json=True)
+    else:
+        _print(
+            {f"{name}_usd": format_usd(micro_usd) for name, micro_usd in totals.items()},
+            as_json=False,
+        )
+
+
+async def _audit(args: argparse.Namespace, database: _Database) -> int:
+    import time  # noqa: PLC0415
+
+    from coordinator.billing.audit import generations_settled  # noqa: PLC0415
+    from coordinator.ledger import audit  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # One snapshot for every check, so concurrent traffic cannot fake a mismatch.
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        violations = await audit(
+            session, now_ms=time.time_ns() // 1_000_000, extra_checks=(generations_settled,)
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "healthy": not violations,
+                    "violations": [
+                        {"code": v.code, "subject": v.subject, "message": v.message}
+                        for v in violations
+                    ],
+                }
+            )
+        )
+    elif violations:
+        for violation in violations:
+            print(violation)
+    else:
+        print("ledger healthy: every invariant holds")
+    return 1 if violations else 0
+
+
+async def _statement(args: argparse.Namespace, database: _Database) -> None:
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from coordinator.billing.statements import statement, to_csv  # noqa: PLC0415
+    from coordinator.ledger import period_bounds_ms  # noqa: PLC0415
+
+    since_ms, until_ms = period_bounds_ms(args.period)
+    async with database.sessions() as session:
+        lines = await statement(session, args.kind, since_ms, until_ms, account_id=args.account)
+    if args.json:
+        print(json.dumps([{**asdict(line), "period": args.period} for line in lines]))
+        return
+    if args.csv:
+        print(to_csv(lines), end="")
+        return
+    if not lines:
+        print(f"no {args.kind} traffic in {args.period}")
+        return
+    print(
+        f"{'ACCOUNT':<30} {'REQUESTS':>9} {'TOKENS':>12} {'GROSS_USD':>14} {'FEES_USD':>14}"
+        f" {'NET_USD':>14}"
+    )
+    for line in lines:
+        print(
+            f"{line.account_id:<30} {line.requests:>9}"
+            f" {line.prompt_tokens + line.completion_tokens:>12}"
+            f" {format_usd(line.gross_micro_usd):>14} {format_usd(line.fees_micro_usd):>14}"
+            f" {format_usd(line.net_micro_usd):>14}"
+        )
+
+
+async def _payouts(args: argparse.Namespace, database: _Database) -> None:
+    from coordinator.ledger import PayoutStatus, pay_out_period  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        payouts = await pay_out_period(session, args.period, holdback_days=args.holdback_days)
+    rows = [
+        {
+            "account_id": payout.account_id,
+            "ledger_account_id": payout.ledger_account_id,
+            "period": payout.period,
+            "status": payout.status.value,
+            "amount_micro_usd": payout.amount_micro_usd,
+            "transfer_id": payout.transfer_id,
+        }
+        for payout in payouts
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    if not payouts:
+        print(f"no Provider or Builder has earnings: nothing to pay for {args.period}")
+        return
+    print(f"{'LEDGER_ACCOUNT':<40} {'STATUS':<13} {'AMOUNT_USD':>14}")
+    for payout in payouts:
+        print(
+            f"{payout.ledger_account_id:<40} {payout.status.value:<13}"
+            f" {format_usd(payout.amount_micro_usd):>14}"
+        )
+    paid_now = sum(p.amount_micro_usd for p in payouts if p.status is PayoutStatus.PAID)
+    print(f"paid now for {args.period}: {format_usd(paid_now)} USD")

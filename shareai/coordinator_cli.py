@@ -28,17 +28,29 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
         "--database-url", help="e.g. postgresql+asyncpg://user@host/db (default: SQLite file)"
     )
     command.add_argument("--data-dir", type=Path, help="state directory (default ./.shareai)")
+    command.add_argument(
+        "--hedge-by-default",
+        action="store_true",
+        default=None,
+        help="race a second node for requests that do not set provider.hedge, when the first"
+        " node's first token is late against its own p90",
+    )
     command.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from coordinator.metering import InvalidTokenizerMap  # noqa: PLC0415
     from coordinator.server import serve  # noqa: PLC0415 - keep other commands light
     from coordinator.settings import SettingsError, load_settings  # noqa: PLC0415
     from protocol import KeyFileError  # noqa: PLC0415
 
     try:
         settings = load_settings(
-            host=args.host, port=args.port, database_url=args.database_url, data_dir=args.data_dir
+            host=args.host,
+            port=args.port,
+            database_url=args.database_url,
+            data_dir=args.data_dir,
+            hedge_by_default=args.hedge_by_default,
         )
     except SettingsError as error:
         print(f"shareai: error: {error}", file=sys.stderr)
@@ -48,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(serve(settings))
-    except KeyFileError as error:
+    except (KeyFileError, InvalidTokenizerMap) as error:
         print(f"shareai: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

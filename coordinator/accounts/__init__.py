@@ -7,8 +7,10 @@ statuses. Every function takes an ``AsyncSession`` and works inside the caller's
     async with sessions.begin() as session:
         account, raw_key = await create_account(session, Role.PROVIDER, "Grace")
 
-Money is integer micro-USD; times are unix milliseconds (``now_ms``). Raw API keys are returned
-once by :func:`create_account` and :func:`issue_api_key`; only their SHA-256 is stored.
+Money is integer micro-USD and lives in the settlement ledger (:mod:`coordinator.ledger`):
+credits are top-ups of the account's wallet there. Times are unix milliseconds (``now_ms``). Raw
+API keys are returned once by :func:`create_account` and :func:`issue_api_key`; only their
+SHA-256 is stored.
 """
 
 from coordinator.accounts.errors import (

@@ -7,7 +7,10 @@ The caller owns the transaction::
     async with sessions.begin() as session:  # commits at the end, rolls back on an exception
         account, raw_key = await create_account(session, Role.CUSTOMER, "Ada")
 
-Times default to the wall clock; pass ``now_ms`` (unix milliseconds) to pin them.
+Times default to the wall clock; pass ``now_ms`` (unix milliseconds) to pin them. Credits live
+in the settlement ledger (:mod:`coordinator.ledger`): adding credits is a top-up transfer from the
+world account to the account's wallet, and balances are read with
+:func:`coordinator.ledger.account_balances`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.accounts.errors import (
@@ -33,7 +36,8 @@ from coordinator.accounts.keys import (
     key_display_prefix,
     random_id,
 )
-from coordinator.db.models import Account, ApiKey, Role
+from coordinator.db.models import Account, ApiKey, App, AppAuthorization, Role
+from coordinator.ledger import account_balances, top_up
 from coordinator.money import MAX_AMOUNT_MICRO_USD, format_usd
 
 __all__ = [
@@ -54,11 +58,16 @@ MAX_NAME_CHARS = 200
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request is from: the account behind a valid, unrevoked API key."""
+    """Who a request is from: the account behind a valid, unrevoked API key.
+
+    ``app_id`` is set for an app-scoped key: the request comes from that Builder app, on behalf
+    of (and billed to) the customer ``account_id``.
+    """
 
     account_id: str
     role: Role
     key_id: str
+    app_id: str | None = None
 
 
 def _wall_clock_ms() -> int:
@@ -116,30 +125,46 @@ async def create_account(
 ) -> tuple[Account, str]:
     """Create an account and its first API key; return the account and the raw key.
 
-    The raw key exists only in the return value: show it once, it cannot be recovered. ``name``
-    is stripped; raises :class:`InvalidAccountInput` for an unknown role, an empty, over-long
-    or control-character name, or credits outside 0..MAX_AMOUNT_MICRO_USD.
+    Starting credits are a top-up of the new account's wallet (in the same transaction). The raw
+    key exists only in the return value: show it once, it cannot be recovered. ``name`` is
+    stripped; raises :class:`InvalidAccountInput` for an unknown role, an empty, over-long or
+    control-character name, or credits outside 0..MAX_AMOUNT_MICRO_USD.
     """
     at_ms = now_ms if now_ms is not None else _wall_clock_ms()
+    credits = _checked_micro_usd(credits_micro_usd, allow_zero=True)
     account = Account(
         id=random_id("acc_"),
         role=_checked_role(role),
         name=_checked_name(name),
-        balance_micro_usd=_checked_micro_usd(credits_micro_usd, allow_zero=True),
         created_at_ms=at_ms,
     )
     session.add(account)
-    await session.flush()  # the key's foreign key needs the account row first
+    await session.flush()  # the key's and the wallet's foreign keys need the account row first
     raw_key = await issue_api_key(session, account.id, now_ms=at_ms)
+    if credits:
+        await top_up(
+            session,
+            account.id,
+            credits,
+            transfer_id=random_id("topup_"),
+            reference="starting credits",
+            now_ms=at_ms,
+        )
     return account, raw_key
 
 
 async def issue_api_key(
-    session: AsyncSession, account_id: str, *, now_ms: int | None = None
+    session: AsyncSession,
+    account_id: str,
+    *,
+    app_id: str | None = None,
+    now_ms: int | None = None,
 ) -> str:
     """A new API key for ``account_id``; returns the raw key (shown once, stored as a hash).
 
-    Raises :class:`AccountNotFound`.
+    With ``app_id`` the key is app-scoped: it only authenticates while the account's
+    authorization of that app stands. Issue those through :func:`coordinator.apps.authorize_app`,
+    which checks the authorization; this function does not. Raises :class:`AccountNotFound`.
     """
     await get_account(session, account_id)
     raw_key = generate_api_key()
@@ -150,6 +175,7 @@ async def issue_api_key(
             prefix=key_display_prefix(raw_key),
             key_hash=hash_api_key(raw_key),
             created_at_ms=now_ms if now_ms is not None else _wall_clock_ms(),
+            app_id=app_id,
         )
     )
     await session.flush()
@@ -157,29 +183,47 @@ async def issue_api_key(
 
 
 async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
-    """The principal of ``raw_key``, or None for a malformed, unknown or revoked key.
+    """The principal of ``raw_key``, or None for a malformed, unknown or revoked key, and for
+    an app-scoped key whose app is disabled or no longer authorised by the key's account.
 
     Looks the key up by its SHA-256 (an indexed equality), so the time taken does not depend on
-    how close a guess is. Read-only: it does not record ``last_used_at_ms``.
+    how close a guess is; one query, app-scoped or not. Read-only: it does not record
+    ``last_used_at_ms``.
     """
     if not is_well_formed_api_key(raw_key):
         return None
     digest = hash_api_key(raw_key)
+    # Revoking an authorization revokes its keys too; checking the authorization here as well
+    # keeps a key dead even if one was issued, or left unrevoked, behind the service's back.
+    authorized = (
+        select(AppAuthorization.id)
+        .where(
+            AppAuthorization.app_id == ApiKey.app_id,
+            AppAuthorization.customer_account_id == ApiKey.account_id,
+            AppAuthorization.revoked_at_ms.is_(None),
+        )
+        .exists()
+    )
     row = (
         await session.execute(
-            select(ApiKey.id, ApiKey.key_hash, Account.id, Account.role)
+            select(ApiKey.id, ApiKey.key_hash, Account.id, Account.role, ApiKey.app_id)
             .join(Account, Account.id == ApiKey.account_id)
-            .where(ApiKey.key_hash == digest, ApiKey.revoked_at_ms.is_(None))
+            .outerjoin(App, App.id == ApiKey.app_id)
+            .where(
+                ApiKey.key_hash == digest,
+                ApiKey.revoked_at_ms.is_(None),
+                or_(ApiKey.app_id.is_(None), and_(App.disabled_at_ms.is_(None), authorized)),
+            )
         )
     ).one_or_none()
     if row is None:
         return None
-    key_id, stored_hash, account_id, role = row
+    key_id, stored_hash, account_id, role, app_id = row
     # The index already matched the hash; compare again without an early exit all the same,
     # so no future change of the lookup can turn this into a byte-by-byte timing oracle.
     if not hmac.compare_digest(bytes(stored_hash), digest):
         return None
-    return Principal(account_id=account_id, role=role, key_id=key_id)
+    return Principal(account_id=account_id, role=role, key_id=key_id, app_id=app_id)
 
 
 async def revoke_key(
@@ -216,26 +260,33 @@ async def revoke_key(
     return key
 
 
-async def add_credits(session: AsyncSession, account_id: str, micro_usd: int) -> int:
-    """Add ``micro_usd`` (> 0) to the account's balance in one atomic UPDATE; return the new
-    balance. Concurrent calls never lose an addition.
+async def add_credits(
+    session: AsyncSession,
+    account_id: str,
+    micro_usd: int,
+    *,
+    transfer_id: str | None = None,
+    now_ms: int | None = None,
+) -> int:
+    """Top up the account's wallet with ``micro_usd`` (> 0); return its new available balance.
 
-    Raises :class:`InvalidAccountInput` for a non-positive or too large amount,
+    A top-up transfer from the world account: concurrent calls never lose an addition. With a
+    ``transfer_id`` the top-up happens at most once (a repeat adds nothing; the same id with
+    another amount raises :class:`coordinator.ledger.IdConflict`). Raises
+    :class:`InvalidAccountInput` for a non-positive or too large amount,
     :class:`AccountNotFound` for an unknown account.
     """
     amount = _checked_micro_usd(micro_usd, allow_zero=False)
-    balance = (
-        await session.execute(
-            update(Account)
-            .where(Account.id == account_id)
-            .values(balance_micro_usd=Account.balance_micro_usd + amount)
-            .returning(Account.balance_micro_usd)
-            .execution_options(synchronize_session="fetch")
-        )
-    ).scalar_one_or_none()
-    if balance is None:
-        raise AccountNotFound(f"no account {account_id!r}")
-    return balance
+    await get_account(session, account_id)
+    await top_up(
+        session,
+        account_id,
+        amount,
+        transfer_id=transfer_id if transfer_id is not None else random_id("topup_"),
+        reference="credits added by the operator",
+        now_ms=now_ms,
+    )
+    return (await account_balances(session, account_id)).available_micro_usd
 
 
 async def list_accounts(session: AsyncSession, *, role: Role | None = None) -> list[Account]:

@@ -16,8 +16,8 @@ from coordinator.accounts import (
     find_enrollment,
     get_account,
 )
+from coordinator.api.context import Caller
 from coordinator.api.errors import ApiError
-from coordinator.app import Caller
 from coordinator.db.models import NodeEnrollment
 from coordinator.hub.hub import Admission
 from protocol import EnrollmentStatement, PublicKey
@@ -33,12 +33,20 @@ class DatabaseAccounts:
         self._coordinator_key = coordinator_key
 
     async def authenticate(self, raw_key: str) -> Caller | None:
+        """The caller behind ``raw_key``, or None (a 401): malformed, unknown or revoked, or
+        app-scoped with its app disabled or its authorization revoked."""
         async with self._sessions.begin() as session:
             principal = await authenticate(session, raw_key)
             if principal is None:
                 return None
             account = await get_account(session, principal.account_id)
-            return Caller(account_id=account.id, role=principal.role.value, name=account.name)
+            return Caller(
+                account_id=account.id,
+                role=principal.role.value,
+                name=account.name,
+                api_key_id=principal.key_id,
+                app_id=principal.app_id,
+            )
 
     async def enroll_node(
         self, caller: Caller, statement: EnrollmentStatement, proof: bytes, now_ms: int

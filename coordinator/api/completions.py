@@ -27,6 +27,7 @@ from litestar.response import Response, Stream
 
 from coordinator.api.errors import ApiError, error_body
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest
+from coordinator.billing import Answer, Ticket, cost_json
 from coordinator.hub.dispatch import (
     DeadlineExceeded,
     Dispatcher,
@@ -40,6 +41,7 @@ from coordinator.hub.dispatch import (
 )
 from coordinator.routing import RouteInput
 from protocol import (
+    KNOWN_PARAMETERS,
     ChatMessage,
     Chunk,
     Done,
@@ -123,11 +125,9 @@ def route_input(
         raise ApiError(
             400, f"invalid value for {error}", code="invalid_value", param=error.field
         ) from None
-    parameters = {
-        name
-        for name in ("tools", "response_format", "seed", "stop", "presence_penalty")
-        if getattr(body, name, None)
-    }
+    parameters = {name for name in KNOWN_PARAMETERS if getattr(body, name, None) is not None}
+    if getattr(body, "max_completion_tokens", None) is not None:
+        parameters.add("max_tokens")
     request = RouteRequest(
         prompt_tokens=estimate_prompt_tokens(job),
         max_tokens=job.sampling.max_tokens,
@@ -234,10 +234,12 @@ class _Shape:
             body["choices"][0]["delta"] = {}
         return body
 
-    def usage_chunk(self, done: Done) -> dict[str, Any]:
-        return {**self._envelope(True), "choices": [], "usage": _usage(done)}
+    def usage_chunk(self, done: Done, cost: Billed | None) -> dict[str, Any]:
+        return {**self._envelope(True), "choices": [], "usage": _usage(done, cost)}
 
-    def whole(self, text: str, tool_calls: _ToolCallsBuilder, done: Done) -> dict[str, Any]:
+    def whole(
+        self, text: str, tool_calls: _ToolCallsBuilder, done: Done, cost: Billed | None
+    ) -> dict[str, Any]:
         if self.chat:
             message: dict[str, Any] = {
                 "role": "assistant",
@@ -259,16 +261,113 @@ class _Shape:
                 "logprobs": None,
                 "finish_reason": done.finish_reason,
             }
-        return {**self._envelope(False), "choices": [choice], "usage": _usage(done)}
+        return {**self._envelope(False), "choices": [choice], "usage": _usage(done, cost)}
 
 
-def _usage(done: Done) -> dict[str, int]:
-    prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """What a request was billed: the metered token counts and the itemised cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    provider_micro_usd: int
+    builder_micro_usd: int
+    platform_micro_usd: int
+
+
+def _usage(done: Done, cost: Billed | None) -> dict[str, Any]:
+    """OpenAI's usage object; with billing, the billed (metered) counts and the cost.
+
+    ``cost`` is in USD (as OpenRouter reports it); ``cost_details`` itemises it exactly in
+    integer micro-USD.
+    """
+    if cost is None:
+        prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    details = cost_json(cost.provider_micro_usd, cost.builder_micro_usd, cost.platform_micro_usd)
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "prompt_tokens": cost.prompt_tokens,
+        "completion_tokens": cost.completion_tokens,
+        "total_tokens": cost.prompt_tokens + cost.completion_tokens,
+        "cost": details["total_micro_usd"] / 1_000_000,
+        "cost_details": details,
     }
+
+
+class _Delivery:
+    """Follows what reached the customer and bills it through the request's ticket (once)."""
+
+    def __init__(self, ticket: Ticket | None, routing: RouteInput | None) -> None:
+        self.ticket = ticket
+        self.routing = routing
+        self.node_id: str | None = None
+        self.texts: list[str] = []
+        self.tool_calls: list[ToolCallDelta] = []
+        self.tokens = 0
+
+    def chunk(self, node_id: str, chunk: Chunk, fragments: tuple[ToolCallDelta, ...]) -> None:
+        if self.ticket is not None and self.node_id is None:
+            self.ticket.first_output()
+        self.node_id = node_id
+        self.texts.append(chunk.text)
+        self.tool_calls.extend(fragments)
+        self.tokens += chunk.tokens
+
+    def done(self, done: Done) -> Billed | None:
+        return self._finish(done, "completed")
+
+    def cut(self, outcome: str) -> None:
+        self._finish(None, outcome)
+
+    def release(self) -> None:
+        """Nothing reached the customer (a JSON answer that failed): no charge."""
+        if self.ticket is not None and not self.ticket.finished:
+            self.ticket.release()
+
+    def close(self) -> None:
+        """A stream is over: anything not billed yet was cut short (or never started)."""
+        if self.ticket is None or self.ticket.finished:
+            return
+        if self.node_id is None:
+            self.ticket.release()
+        else:
+            self._finish(None, "disconnected")
+
+    def _finish(self, done: Done | None, outcome: str) -> Billed | None:
+        if self.ticket is None:
+            return None
+        if self.node_id is None and done is not None:
+            self.ticket.first_output()
+        record = self.ticket.finish(
+            Answer(
+                node_id=self.node_id if self.node_id is not None else self._serving_node(),
+                text="".join(self.texts),
+                tool_calls=self.tool_calls,
+                done=done,
+                streamed_tokens=self.tokens,
+                attempts=self.routing.attempts if self.routing is not None else 1,
+                hedged=self.routing.hedged if self.routing is not None else False,
+                outcome=outcome,
+            )
+        )
+        if record is None:
+            return Billed(0, 0, 0, 0, 0)
+        charge = record.charge
+        return Billed(
+            record.prompt_tokens,
+            record.completion_tokens,
+            charge.provider_micro_usd,
+            charge.builder_micro_usd,
+            charge.platform_micro_usd,
+        )
+
+    def _serving_node(self) -> str | None:
+        record = self.routing.record if self.routing is not None else None
+        return record.served_by if record is not None else None
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -285,11 +384,14 @@ async def respond(
     settings: CompletionSettings,
     headers: dict[str, str],
     routing: RouteInput | None = None,
+    ticket: Ticket | None = None,
 ) -> Response[Any]:
+    """Run ``job`` and answer in the OpenAI shape; with a ``ticket``, bill what was delivered."""
     shape = _Shape(job, chat)
     events = dispatcher.stream(job) if routing is None else dispatcher.stream(job, routing)
+    meter = _Delivery(ticket, routing)
     if not stream:
-        return await _whole_response(events, shape, headers, routing)
+        return await _whole_response(events, shape, headers, routing, meter)
     first = asyncio.ensure_future(anext(events))
     try:
         await asyncio.wait_for(asyncio.shield(first), settings.first_output_grace_s)
@@ -297,28 +399,38 @@ async def respond(
         pass  # slow first token: commit headers now, keep the connection alive while waiting
     except DispatchError as error:
         await events.aclose()
+        meter.close()
         raise _as_api_error(error) from None
     except BaseException:
         first.cancel()
         await events.aclose()
+        meter.close()
         raise
     stream_headers = {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
     if first.done() and first.exception() is None:
         stream_headers["x-shareai-node"] = first.result()[0]
     if routing is not None:
-        stream_headers["x-shareai-attempts"] = str(routing.attempts)
+        stream_headers.update(_routing_headers(routing))
     return Stream(
-        _sse_stream(events, first, shape, include_usage, settings),
+        _sse_stream(events, first, shape, include_usage, settings, meter=meter),
         media_type="text/event-stream",
         headers=stream_headers,
     )
+
+
+def _routing_headers(routing: RouteInput) -> dict[str, str]:
+    headers = {"x-shareai-attempts": str(routing.attempts)}
+    if routing.hedged:
+        headers["x-shareai-hedged"] = "true"
+    return headers
 
 
 async def _whole_response(
     events: AsyncGenerator[tuple[str, Output], None],
     shape: _Shape,
     headers: dict[str, str],
-    routing: RouteInput | None = None,
+    routing: RouteInput | None,
+    meter: _Delivery,
 ) -> Response[Any]:
     parts: list[str] = []
     tool_calls = _ToolCallsBuilder()
@@ -326,13 +438,17 @@ async def _whole_response(
         async for node_id, event in events:
             headers["x-shareai-node"] = node_id
             if routing is not None:
-                headers["x-shareai-attempts"] = str(routing.attempts)
+                headers.update(_routing_headers(routing))
             if isinstance(event, Chunk):
+                fragments = _tool_calls(event) if shape.chat else ()
+                meter.chunk(node_id, event, fragments)
                 parts.append(event.text)
-                for fragment in _tool_calls(event) if shape.chat else ():
+                for fragment in fragments:
                     tool_calls.add(fragment)
             elif isinstance(event, Done):
-                return Response(shape.whole("".join(parts), tool_calls, event), headers=headers)
+                cost = meter.done(event)
+                body = shape.whole("".join(parts), tool_calls, event, cost)
+                return Response(body, headers=headers)
             else:
                 raise ApiError(502, f"the node failed mid-answer: {event.message}", code=event.code)
     except DispatchError as error:
@@ -341,26 +457,39 @@ async def _whole_response(
         raise ApiError(502, str(error), code="invalid_node_output") from None
     finally:
         await events.aclose()
+        # Not finished: an error (or the customer gone) before the whole answer was sent, so
+        # nothing reached the customer and nothing is billed.
+        meter.release()
     raise ApiError(502, "the node ended the answer without finishing it", code="upstream_failed")
 
 
 def _render(
-    event: Output, shape: _Shape, include_usage: bool, *, first: bool
+    node_id: str,
+    event: Output,
+    shape: _Shape,
+    include_usage: bool,
+    meter: _Delivery,
+    *,
+    first: bool,
 ) -> tuple[list[bytes], bool]:
     """The SSE frames for one event, and whether the stream ends with it."""
     if isinstance(event, Chunk):
         try:
             tool_calls = _tool_calls(event) if shape.chat else ()
         except _BadNodeOutput as error:
+            meter.cut("cut")
             return [_sse(error_body(502, str(error), "invalid_node_output", None))], True
+        meter.chunk(node_id, event, tool_calls)
         if not event.text and not tool_calls:
             return [], False
         return [_sse(shape.delta(event.text, first=first, tool_calls=tool_calls))], False
     if isinstance(event, Done):
+        cost = meter.done(event)
         frames = [_sse(shape.finish(event.finish_reason))]
         if include_usage:
-            frames.append(_sse(shape.usage_chunk(event)))
+            frames.append(_sse(shape.usage_chunk(event, cost)))
         return frames, True
+    meter.cut("cut")
     message = f"the node failed mid-answer: {event.message}"
     return [_sse(error_body(502, message, event.code, None))], True
 
@@ -371,6 +500,8 @@ async def _sse_stream(
     shape: _Shape,
     include_usage: bool,
     settings: CompletionSettings,
+    *,
+    meter: _Delivery,
 ) -> AsyncIterator[bytes]:
     sent_first = False
     pending: asyncio.Future[tuple[str, Output]] | None = first
@@ -384,7 +515,7 @@ async def _sse_stream(
                     break
                 yield _KEEPALIVE
             try:
-                _, event = pending.result()
+                node_id, event = pending.result()
             except StopAsyncIteration:
                 break
             except DispatchError as error:
@@ -392,7 +523,9 @@ async def _sse_stream(
                 yield _sse(error_body(api_error.status, api_error.message, api_error.code, None))
                 break
             pending = None
-            frames, finished = _render(event, shape, include_usage, first=not sent_first)
+            frames, finished = _render(
+                node_id, event, shape, include_usage, meter, first=not sent_first
+            )
             for frame in frames:
                 yield frame
             sent_first = sent_first or bool(frames)
@@ -407,3 +540,4 @@ async def _sse_stream(
             with contextlib.suppress(BaseException):
                 await pending
         await events.aclose()
+        meter.close()

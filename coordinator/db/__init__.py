@@ -17,6 +17,7 @@ from coordinator.db.engine import (
     create_session_factory,
     normalize_database_url,
 )
+from coordinator.db.generations import Generation
 from coordinator.db.migrate import MIGRATIONS_DIR, current_revision, head_revision, migrate
 from coordinator.db.models import Account, ApiKey, Base, NodeEnrollment, Role
 
@@ -25,6 +26,7 @@ __all__ = [
     "Account",
     "ApiKey",
     "Base",
+    "Generation",
     "InvalidDatabaseUrl",
     "NodeEnrollment",
     "Role",

@@ -23,7 +23,12 @@ Errors raised before the first event::
 Node choice is :func:`scheduler.route` over the :class:`~coordinator.routing.Router`'s snapshot:
 the decision's candidates (primary, then fallbacks) are tried in order, skipping a node whose
 circuit is open or that has no free slot any more, at most ``max_attempts`` of them. Each
-attempt's outcome (TTFT and tokens/s, or failure, timeout, disconnect) goes back to the router.
+attempt's outcome (TTFT and tokens/s, or failure, timeout, disconnect, node-caused cancel) goes
+back to the router, and the decision and every attempt are kept in the router's route log.
+
+Hedging (opt-in per request, or the operator's default): when the first attempt has no output
+after its node's TTFT p90, the next candidate races it; the first to produce output wins and the
+other is cancelled, so only the winner's output (and usage) ever reaches the customer.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from coordinator.hub.nodes import LiveNode, NodeGone, NodeRegistry
-from coordinator.routing import AttemptFailure, RouteInput, Router
+from coordinator.routing import AttemptFailure, AttemptRecord, RouteInput, Router, RouteRecord
 from protocol import Chunk, Done, Failed, Job, JobAccepted, JobRefused
 from scheduler import RouteDecision, RouteRequest, RoutingPreferences, ScoredCandidate
 
@@ -110,59 +115,47 @@ class Dispatcher:
         """Yield ``(node_id, event)`` for ``job`` until a Done or StreamBroken (see module doc).
 
         ``routing`` carries the customer's preferences and the request's routing facts; without
-        it the job is routed with default preferences. ``routing.attempts`` counts the nodes tried.
+        it the job is routed with default preferences. The dispatcher fills in ``attempts``
+        (nodes tried), ``hedged``, the ``decision`` and its ``record`` (kept in the router's
+        :class:`~coordinator.routing.RouteLog` under ``routing.request_id``).
         """
         if routing is None:
             routing = RouteInput(
                 RoutingPreferences(job.model),
                 RouteRequest(prompt_tokens=0, max_tokens=job.sampling.max_tokens),
             )
-        decision = self.router.decide(routing.prefs, routing.request)
-        routing.decision = decision
-        candidates = list(decision.candidates)
-        failures: list[str] = []
-        unsupported: list[JobRejected] = []
-        while True:
-            candidate = self._next(candidates, decision, failures)
-            if candidate is None:
-                raise _gave_up(NodesFailed("; ".join(failures)), failures, unsupported)
-            node = self._usable(candidate)
-            if node is None:
-                continue
-            routing.attempts += 1
-            attempt_job = (
-                job
-                if candidate.state.model == job.model
-                else job.model_copy(update={"model": candidate.state.model})
-            )
-            outcome = _Attempt(node, attempt_job)
-            recorder = _Recorder(self.router, node.node_id, candidate.state.model)
-            try:
-                try:
-                    first = await outcome.start()
-                except DeadlineExceeded:
-                    recorder.failure("timeout")
-                    raise
-                if isinstance(first, JobRejected):
-                    unsupported.append(first)
-                    first = f"failed ({first.code}): {first}"
-                elif isinstance(first, str):
-                    recorder.failure("disconnect" if first.startswith(_DISCONNECTS) else "failure")
-                if isinstance(first, str):
-                    failures.append(f"{node.node_id}: {first}")
-                    if routing.attempts >= self.max_attempts:
-                        raise _gave_up(NodesFailed("; ".join(failures)), failures, unsupported)
-                    continue
-                recorder.first_output()
-                async for output in self._output(node.node_id, outcome, first, recorder):
-                    yield output
-                if routing.prefs.session_id and recorder.succeeded:
-                    self.router.remember_session(routing.prefs.session_id, node.node_id)
-                return
-            finally:
-                await outcome.release()
+        decision = (
+            routing.decision
+            if routing.decision is not None
+            else self.router.decide(routing.prefs, routing.request)
+        )
+        record = RouteRecord(
+            request_id=routing.request_id or job.job_id,
+            customer_account_id=routing.request.customer_account_id,
+            model=job.model,
+            decision=decision,
+            hedging=self.router.hedging(routing.prefs),
+        )
+        routing.decision, routing.record = decision, record
+        self.router.routes.add(record)
+        search = _Search(self, job, routing, record)
+        try:
+            winner = await search.first_output()
+        except DispatchError as error:
+            record.error = f"{type(error).__name__}: {error}"
+            raise
+        try:
+            async for output in self._output(winner, record):
+                yield output
+            if routing.prefs.session_id and winner.recorder.succeeded:
+                self.router.remember_session(routing.prefs.session_id, winner.node.node_id)
+        finally:
+            if winner.entry.outcome == "running":
+                winner.entry.outcome = "cancelled"
+                winner.entry.detail = "the customer went away"
+            await winner.attempt.release()
 
-    def _usable(self, candidate: ScoredCandidate) -> LiveNode | None:
+    def usable(self, candidate: ScoredCandidate) -> LiveNode | None:
         """The candidate's node, unless it left, filled up or its circuit refuses it now."""
         node = self.registry.get(candidate.state.node_id)
         if node is None or node.free_slots(candidate.state.model) <= 0:
@@ -172,40 +165,211 @@ class Dispatcher:
         return node
 
     @staticmethod
-    async def _output(
-        node_id: str, outcome: _Attempt, first: Chunk | Done, recorder: _Recorder
-    ) -> AsyncIterator[tuple[str, Output]]:
+    async def _output(winner: _Racer, record: RouteRecord) -> AsyncIterator[tuple[str, Output]]:
+        node_id, first, recorder, entry = (
+            winner.node.node_id,
+            winner.first,
+            winner.recorder,
+            winner.entry,
+        )
+        assert first is not None
+        record.served_by = node_id
         yield node_id, first
         if isinstance(first, Done):
             recorder.done(first)
+            entry.outcome = "served"
             return
-        async for event in outcome.rest():
+        async for event in winner.attempt.rest():
             if isinstance(event, Done):
                 recorder.done(event)
+                entry.outcome = "served"
             elif isinstance(event, StreamBroken):
                 recorder.broken(event)
+                entry.outcome, entry.detail = "broken", f"{event.code}: {event.message}"
+                record.error = f"stream broken after output: {event.code}"
             yield node_id, event
 
-    def _next(
-        self, candidates: list[ScoredCandidate], decision: RouteDecision, failures: list[str]
-    ) -> ScoredCandidate | None:
-        if candidates:
-            return candidates.pop(0)
-        if failures:
-            return None
+    def no_route(self, decision: RouteDecision) -> DispatchError:
+        """Why no node could even be tried (nothing was left of the decision's candidates)."""
         if not any(self.registry.serves(model) for model in decision.models_tried):
-            raise UnknownModel(f"no node serves the model {decision.models_tried[0]!r}")
+            return UnknownModel(f"no node serves the model {decision.models_tried[0]!r}")
         reasons = "; ".join(f"{e.node_id}: {e.reason}" for e in decision.excluded)
         if decision.excluded and all(e.reason.startswith(_BUSY) for e in decision.excluded):
-            raise NoCapacity(f"every node serving the model is busy; retry shortly ({reasons})")
+            return NoCapacity(f"every node serving the model is busy; retry shortly ({reasons})")
         if decision.excluded and all(e.reason.startswith("context") for e in decision.excluded):
-            raise JobRejected("request_too_large", f"the request is too large: {reasons}")
+            return JobRejected("request_too_large", f"the request is too large: {reasons}")
         if not decision.excluded:
-            raise NoCapacity("every node serving the model is busy or cooling down; retry shortly")
-        raise NoRoute(f"no node qualifies for this request: {reasons}")
+            return NoCapacity("every node serving the model is busy or cooling down; retry shortly")
+        return NoRoute(f"no node qualifies for this request: {reasons}")
+
+
+@dataclass
+class _Racer:
+    """One attempt waiting for its first output (a hedged request has two at once)."""
+
+    candidate: ScoredCandidate
+    node: LiveNode
+    attempt: _Attempt
+    recorder: _Recorder
+    entry: AttemptRecord
+    task: asyncio.Task[Chunk | Done | str | JobRejected]
+    first: Chunk | Done | None = None
+
+
+class _Search:
+    """Finds the node whose first output reaches the customer: failover, and hedging if asked.
+
+    Candidates are launched one at a time; a failure before output launches the next (at most
+    ``max_attempts`` in all). With hedging on, a first attempt still silent after its node's
+    TTFT p90 gets one racer beside it: the first of the two to produce output wins and the other
+    is cancelled (and never billed: its output is never seen). One hedge per request at most.
+    """
+
+    def __init__(
+        self, dispatcher: Dispatcher, job: Job, routing: RouteInput, record: RouteRecord
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.router = dispatcher.router
+        self.job = job
+        self.routing = routing
+        self.record = record
+        assert routing.decision is not None
+        self.decision = routing.decision
+        self.candidates = list(self.decision.candidates)
+        self.failures: list[str] = []
+        self.unsupported: list[JobRejected] = []
+        self.racers: list[_Racer] = []
+
+    async def first_output(self) -> _Racer:
+        """The racer that produced output first; raises a DispatchError if none will."""
+        try:
+            return await self._race()
+        except BaseException:
+            await self._cancel_racers(lost_to=None)
+            raise
+
+    async def _race(self) -> _Racer:
+        hedge_left = self.record.hedging
+        while True:
+            if not self.racers and self._launch(hedge=False) is None:
+                raise self._gave_up() if self.failures else self.dispatcher.no_route(self.decision)
+            timeout = self._hedge_wait_s() if hedge_left and len(self.racers) == 1 else None
+            done, _ = await asyncio.wait(
+                [r.task for r in self.racers], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # the first attempt is late against its node's p90: race another
+                hedge_left = False
+                if self._may_attempt() and self._launch(hedge=True) is not None:
+                    self.routing.hedged = True
+                continue
+            for racer in [r for r in self.racers if r.task in done]:
+                self.racers.remove(racer)
+                if await self._settle(racer):
+                    await self._cancel_racers(lost_to=racer)
+                    return racer
+            if not self.racers and not self._may_attempt():
+                raise self._gave_up()
+
+    def _may_attempt(self) -> bool:
+        return self.routing.attempts < self.dispatcher.max_attempts
+
+    def _hedge_wait_s(self) -> float:
+        racer = self.racers[0]
+        after_s = self.router.hedge_after_ms(racer.candidate.state) / 1000
+        return max(0.0, racer.recorder.started_s + after_s - time.monotonic())
+
+    def _launch(self, *, hedge: bool) -> _Racer | None:
+        """Start the next usable candidate; None when none is left."""
+        while self.candidates:
+            candidate = self.candidates.pop(0)
+            node = self.dispatcher.usable(candidate)
+            if node is None:
+                continue
+            self.routing.attempts += 1
+            model = candidate.state.model
+            job = (
+                self.job
+                if model == self.job.model
+                else self.job.model_copy(update={"model": model})
+            )
+            attempt = _Attempt(node, job)
+            entry = AttemptRecord(node.node_id, model, "running", hedge=hedge)
+            self.record.attempts.append(entry)
+            racer = _Racer(
+                candidate,
+                node,
+                attempt,
+                _Recorder(self.router, node.node_id, model),
+                entry,
+                asyncio.create_task(attempt.start()),
+            )
+            self.racers.append(racer)
+            return racer
+        return None
+
+    async def _settle(self, racer: _Racer) -> bool:
+        """Take a finished racer's start: True if it produced output (it wins)."""
+        recorder, entry = racer.recorder, racer.entry
+        try:
+            first = racer.task.result()
+        except DeadlineExceeded:
+            recorder.failure("timeout")
+            entry.outcome, entry.detail = "timeout", "no output before the request deadline"
+            await racer.attempt.release()
+            raise
+        except JobRejected as error:
+            entry.outcome, entry.detail = "rejected", f"{error.code}: {error}"
+            await racer.attempt.release()
+            raise
+        if isinstance(first, (Chunk, Done)):
+            recorder.first_output()
+            racer.first = first
+            entry.outcome = "running"
+            return True
+        if isinstance(first, JobRejected):
+            self.unsupported.append(first)
+            entry.outcome, entry.detail = "rejected", f"{first.code}: {first}"
+            first = f"failed ({first.code}): {first}"
+        elif first.startswith(_DISCONNECTS):
+            recorder.failure("disconnect")
+            entry.outcome, entry.detail = "disconnected", first
+        elif first.startswith(_NODE_CANCELLED):
+            recorder.failure("node_cancel")
+            entry.outcome, entry.detail = "node_cancel", first
+        else:
+            recorder.failure("failure")
+            entry.outcome, entry.detail = "failed", first
+        self.failures.append(f"{racer.node.node_id}: {first}")
+        await racer.attempt.release()
+        return False
+
+    async def _cancel_racers(self, *, lost_to: _Racer | None) -> None:
+        """Stop every racer still running (the race is won, or the request is over)."""
+        racers, self.racers = self.racers, []
+        for racer in racers:
+            racer.task.cancel()
+        if racers:
+            await asyncio.wait([r.task for r in racers])
+        for racer in racers:
+            if not racer.task.cancelled():
+                racer.task.exception()  # retrieved: its outcome no longer matters
+            if lost_to is not None:
+                waited_ms = (time.monotonic() - racer.recorder.started_s) * 1000
+                self.router.record_lost_hedge(
+                    racer.node.node_id, racer.entry.model, waited_ms=waited_ms
+                )
+                racer.entry.outcome = "hedge_lost"
+                racer.entry.detail = f"{lost_to.node.node_id} answered first"
+            elif racer.entry.outcome == "running":
+                racer.entry.outcome = "cancelled"
+            await racer.attempt.release()
+
+    def _gave_up(self) -> DispatchError:
+        return _gave_up(NodesFailed("; ".join(self.failures)), self.failures, self.unsupported)
 
 
 _DISCONNECTS = ("disconnected", "send failed")
+_NODE_CANCELLED = "stopped the job before any output"
 _BUSY = ("no free slot", "circuit")
 
 
@@ -242,7 +406,11 @@ class _Recorder:
         )
 
     def broken(self, event: StreamBroken) -> None:
-        kinds: dict[str, AttemptFailure] = {"timeout": "timeout", "node_disconnected": "disconnect"}
+        kinds: dict[str, AttemptFailure] = {
+            "timeout": "timeout",
+            "node_disconnected": "disconnect",
+            "cancelled": "node_cancel",
+        }
         self.failure(kinds.get(event.code, "failure"))
 
 

@@ -124,6 +124,7 @@ class NodeHub:
                 hardware=hello.hardware,
                 offers={offer.model: offer for offer in hello.offers},
                 link=NodeLink(session, send, close),
+                heartbeat_interval_s=self.settings.heartbeat_interval_ms / 1000,
             )
             previous = self.registry.add(node)
             if previous is not None:
@@ -170,13 +171,13 @@ class NodeHub:
             async with asyncio.timeout(silence_limit_s):
                 frame = await receive()
             message = session.receive(frame)
-            node.last_seen_s = time.monotonic()
+            self.registry.heard(node)
             if isinstance(message, Heartbeat):
                 node.heartbeat = message
             elif isinstance(message, Offers):
-                node.offers = {offer.model: offer for offer in message.offers}
+                self.registry.set_offers(node, {offer.model: offer for offer in message.offers})
             elif isinstance(message, Drain):
-                node.offers = {}  # no new jobs; running ones finish
+                self.registry.set_offers(node, {})  # no new jobs; running ones finish
             elif isinstance(message, (JobAccepted, JobRefused, Chunk, Done, Failed)) and (
                 not node.link.route(message)
             ):

@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from protocol import (
     Cancel,
@@ -37,6 +38,7 @@ __all__ = [
     "NodeGone",
     "NodeLink",
     "NodeRegistry",
+    "RegistryListener",
 ]
 
 
@@ -145,6 +147,7 @@ class LiveNode:
     connected_at_s: float = field(default_factory=time.time)
     last_seen_s: float = field(default_factory=time.monotonic)
     heartbeat: Heartbeat | None = None
+    heartbeat_interval_s: float = 15.0
     in_flight: dict[str, int] = field(default_factory=dict)
 
     def free_slots(self, model: str) -> int:
@@ -165,11 +168,36 @@ class ModelSummary:
     median_price_output_micro_usd_per_1m: int
 
 
+class RegistryListener(Protocol):
+    """Told about every change of the live network (the router keeps uptime with it)."""
+
+    def node_added(self, node: LiveNode) -> None: ...
+
+    def node_removed(self, node: LiveNode) -> None: ...
+
+    def node_offers_changed(self, node: LiveNode) -> None: ...
+
+    def node_heard(self, node: LiveNode) -> None:
+        """A frame (heartbeat or other) arrived from ``node``."""
+        ...
+
+
 class NodeRegistry:
-    """The live network, as the dispatcher and the models endpoint see it."""
+    """The live network, as the dispatcher and the models endpoint see it.
+
+    ``version`` changes whenever a node joins or leaves or a node's offers change, so a view
+    built from the registry knows when it is out of date.
+    """
 
     def __init__(self) -> None:
         self._nodes: dict[str, LiveNode] = {}
+        self._listeners: list[RegistryListener] = []
+        self.version = 0
+        self.lookup = self._nodes.get
+        """``get`` without the method call in between (for per-decision hot loops)."""
+
+    def listen(self, listener: RegistryListener) -> None:
+        self._listeners.append(listener)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -181,11 +209,30 @@ class NodeRegistry:
         """Register ``node``; returns the previous session of the same node, if any."""
         previous = self._nodes.get(node.node_id)
         self._nodes[node.node_id] = node
+        self.version += 1
+        for listener in self._listeners:
+            listener.node_added(node)
         return previous
 
     def remove(self, node: LiveNode) -> None:
         if self._nodes.get(node.node_id) is node:
             del self._nodes[node.node_id]
+            self.version += 1
+            for listener in self._listeners:
+                listener.node_removed(node)
+
+    def set_offers(self, node: LiveNode, offers: dict[str, Offer]) -> None:
+        """Replace what ``node`` serves (an Offers update, or nothing at all while it drains)."""
+        node.offers = offers
+        self.version += 1
+        for listener in self._listeners:
+            listener.node_offers_changed(node)
+
+    def heard(self, node: LiveNode) -> None:
+        """A frame arrived from ``node``: it is alive."""
+        node.last_seen_s = time.monotonic()
+        for listener in self._listeners:
+            listener.node_heard(node)
 
     def all(self) -> list[LiveNode]:
         return list(self._nodes.values())

@@ -86,7 +86,11 @@ class InferenceBackend(Protocol):
         ...
 
     def offers(self) -> list[Offer]:
-        """The models this backend serves, with prices and limits, as announced to the hub."""
+        """The models this backend serves, as announced to the hub.
+
+        Each offer carries prices, limits and the request parameters the backend honours
+        (``supported_parameters``: its own set, or fewer when the config narrows it).
+        """
         ...
 
     def generate(self, job: Job) -> AsyncIterator[BackendEvent]:

@@ -2,7 +2,8 @@
 
 One ``BackendConfig`` is one model a node offers: which engine runs it (``kind``), the name it is
 offered under, where the engine is (``base_url`` for ``openai``, a weights path for ``vllm``),
-its limits and its prices. :func:`node_agent.backends.make_backend` turns it into an
+its limits, its prices and, optionally, fewer request parameters than the engine supports.
+:func:`node_agent.backends.make_backend` turns it into an
 :class:`~node_agent.backends.base.InferenceBackend`.
 
 Values are validated when the config is built (pydantic raises ``ValidationError``), so a bad
@@ -11,11 +12,12 @@ Values are validated when the config is built (pydantic raises ``ValidationError
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from protocol import Offer
+from protocol import Offer, RequestParameter
 
 __all__ = ["BackendConfig", "BackendKind", "MockOptions", "VllmOptions"]
 
@@ -38,6 +40,10 @@ class MockOptions(BaseModel):
     failure_seed: int = 0
     failure_after_tokens: Annotated[int, Field(ge=0)] = 0
     """A failing job first streams this many tokens (0: it fails before the first token)."""
+    stall_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Share of jobs whose first token comes ``stall_ms`` late (a tail-latency spike), chosen by
+    a hash of ``("stall", failure_seed, job_id)``: deterministic, independent of failures."""
+    stall_ms: Annotated[int, Field(ge=0, le=600_000)] = 0
 
 
 class VllmOptions(BaseModel):
@@ -82,6 +88,9 @@ class BackendConfig(BaseModel):
     max_concurrency: Annotated[int, Field(ge=1, le=4096)] = 8
     price_input_micro_usd_per_1m: Annotated[int, Field(ge=0, le=10**12)] = 0
     price_output_micro_usd_per_1m: Annotated[int, Field(ge=0, le=10**12)] = 0
+    supported_parameters: frozenset[RequestParameter] | None = None
+    """The request parameters to offer, when fewer than the backend supports (an upstream that
+    cannot do tools, say); ``None`` offers all the backend supports. Each must be one of those."""
     mock: MockOptions = MockOptions()
     vllm: VllmOptions = VllmOptions()
 
@@ -99,8 +108,19 @@ class BackendConfig(BaseModel):
         """``upstream_model`` or, when unset, ``model``."""
         return self.upstream_model or self.model
 
-    def offer(self, *, weights_hash: str | None = None) -> Offer:
-        """The offer announced for this model (``weights_hash`` overrides the configured one)."""
+    def offer(self, supports: Set[RequestParameter], *, weights_hash: str | None = None) -> Offer:
+        """The offer announced for this model by a backend that supports ``supports``.
+
+        The offer lists ``supported_parameters`` when set, else all of ``supports`` (sorted).
+        ``weights_hash`` overrides the configured one. Raises ValueError when
+        ``supported_parameters`` names a parameter outside ``supports``.
+        """
+        offered = supports if self.supported_parameters is None else self.supported_parameters
+        unsupported = sorted(offered - supports)
+        if unsupported:
+            raise ValueError(
+                f"the {self.kind} backend does not support {', '.join(map(repr, unsupported))}"
+            )
         return Offer(
             model=self.model,
             weights_hash=weights_hash if weights_hash is not None else self.weights_hash,
@@ -108,4 +128,5 @@ class BackendConfig(BaseModel):
             max_concurrency=self.max_concurrency,
             price_input_micro_usd_per_1m=self.price_input_micro_usd_per_1m,
             price_output_micro_usd_per_1m=self.price_output_micro_usd_per_1m,
+            supported_parameters=sorted(offered),
         )

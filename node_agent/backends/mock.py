@@ -3,7 +3,9 @@
 It is always labelled as what it is: its ``kind`` is ``"mock"`` and every offer it makes carries
 ``weights_hash="mock"``, which no real weights fingerprint can be (those are hex digests), so the
 coordinator and the status page can show a mock offer as such even though its model name is
-whatever the config says.
+whatever the config says. It supports every request parameter the protocol carries
+(:data:`~protocol.KNOWN_PARAMETERS`): it emulates tools and JSON mode, follows ``max_tokens``,
+``stop`` and ``seed``, and accepts the other sampling parameters without using them.
 
 What it produces, exactly:
 
@@ -36,6 +38,8 @@ What it produces, exactly:
 - **Failures.** A job fails when a BLAKE2b hash of ``(failure_seed, job_id)`` falls under
   ``failure_rate``, so the same seed fails the same jobs in any order. A failing job streams
   ``failure_after_tokens`` tokens, then raises ``BackendError("backend_error", retryable=True)``.
+- **Stalls.** A job whose BLAKE2b hash of ``("stall", failure_seed, job_id)`` falls under
+  ``stall_rate`` gets its first token ``stall_ms`` late: the tail latency hedging is for.
 - **Deadline.** Past ``job.deadline_ms`` it raises ``BackendError("timeout")``.
 """
 
@@ -45,12 +49,20 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from node_agent.backends._common import check_model, job_json
 from node_agent.backends.base import BackendError, BackendEvent, Finished, TextDelta
 from node_agent.backends.config import BackendConfig, MockOptions
-from protocol import Clock, Job, Offer, SystemClock, ToolCallDelta
+from protocol import (
+    KNOWN_PARAMETERS,
+    Clock,
+    Job,
+    Offer,
+    RequestParameter,
+    SystemClock,
+    ToolCallDelta,
+)
 
 __all__ = ["MOCK_WEIGHTS_HASH", "MockBackend", "MockCompletion", "mock_completion"]
 
@@ -207,6 +219,8 @@ class MockBackend:
     that advances it, and so run any schedule instantly and deterministically.
     """
 
+    SUPPORTED_PARAMETERS: ClassVar[frozenset[RequestParameter]] = KNOWN_PARAMETERS
+
     def __init__(
         self,
         config: BackendConfig,
@@ -217,6 +231,7 @@ class MockBackend:
         if config.kind != "mock":
             raise ValueError(f"MockBackend needs a config of kind 'mock', not {config.kind!r}")
         self._config = config
+        self._offer = config.offer(self.SUPPORTED_PARAMETERS, weights_hash=MOCK_WEIGHTS_HASH)
         self._clock: Clock = clock or SystemClock()
         self._sleep = sleep or asyncio.sleep
 
@@ -225,7 +240,7 @@ class MockBackend:
         return "mock"
 
     def offers(self) -> list[Offer]:
-        return [self._config.offer(weights_hash=MOCK_WEIGHTS_HASH)]
+        return [self._offer]
 
     def will_fail(self, job: Job) -> bool:
         """Whether ``job`` is one of the jobs this backend's failure rate picks."""
@@ -234,6 +249,13 @@ class MockBackend:
             return False
         return _unit_interval(str(options.failure_seed), job.job_id) < options.failure_rate
 
+    def will_stall(self, job: Job) -> bool:
+        """Whether ``job``'s first token comes ``stall_ms`` late."""
+        options = self._config.mock
+        if options.stall_rate <= 0.0:
+            return False
+        return _unit_interval(f"stall:{options.failure_seed}", job.job_id) < options.stall_rate
+
     async def generate(self, job: Job) -> AsyncGenerator[BackendEvent, None]:
         check_model(job, self._config.model)
         options = self._config.mock
@@ -241,6 +263,8 @@ class MockBackend:
         fail_after = options.failure_after_tokens if self.will_fail(job) else None
         started_s = self._clock.monotonic()
         first_token_s = options.time_to_first_token_ms / 1000.0
+        if self.will_stall(job):
+            first_token_s += options.stall_ms / 1000.0
         token_interval_s = 1.0 / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
 
         deltas = [TextDelta(text=piece, tokens=1) for piece in completion.pieces]

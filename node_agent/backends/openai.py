@@ -22,6 +22,10 @@ Mapping:
   (``call_<24 hex>``), because a client needs it to answer the call, and an id or name repeated
   on a later fragment of the same call is dropped (clients would join the copies). An upstream
   that cannot do tools answers with an HTTP 4xx, which is an ``invalid_request`` as below.
+- **Offer.** The backend passes every request parameter the protocol carries, so its offer lists
+  them all (:data:`~protocol.KNOWN_PARAMETERS`) unless the Provider narrows the list to what the
+  upstream honours (``BackendConfig.supported_parameters``, ``supported_parameters`` in
+  ``node.toml``).
 - **Usage.** Taken from the upstream's final usage chunk. An upstream that sends none (an old
   server ignoring ``stream_options``) gets its completion tokens counted as the number of content
   and tool-call deltas (servers stream one token per delta, so this is close but not exact), and
@@ -59,7 +63,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -74,10 +78,12 @@ from node_agent.backends.base import (
 from node_agent.backends.config import BackendConfig
 from node_agent.backends.sse import SSEDecoder, SSEError
 from protocol import (
+    KNOWN_PARAMETERS,
     ChatMessage,
     Clock,
     Job,
     Offer,
+    RequestParameter,
     SystemClock,
     ToolCallDelta,
 )
@@ -345,6 +351,8 @@ class OpenAIBackend:
     upstream is normally on the same machine or network.
     """
 
+    SUPPORTED_PARAMETERS: ClassVar[frozenset[RequestParameter]] = KNOWN_PARAMETERS
+
     def __init__(
         self,
         config: BackendConfig,
@@ -355,6 +363,7 @@ class OpenAIBackend:
         if config.kind != "openai" or config.base_url is None:
             raise ValueError("OpenAIBackend needs a config of kind 'openai' with a base_url")
         self._config = config
+        self._offer = config.offer(self.SUPPORTED_PARAMETERS)
         self._clock: Clock = clock or SystemClock()
         self._owns_client = http_client is None
         base_url = config.base_url.rstrip("/").removesuffix("/v1")
@@ -382,7 +391,7 @@ class OpenAIBackend:
         return "openai"
 
     def offers(self) -> list[Offer]:
-        return [self._config.offer()]
+        return [self._offer]
 
     async def generate(self, job: Job) -> AsyncGenerator[BackendEvent, None]:
         check_model(job, self._config.model)

@@ -35,7 +35,9 @@ How a job runs:
   and structured output (a ``response_format`` other than ``{"type": "text"}``) would need the
   engine's tool parsers and guided decoding, whose interfaces differ between vLLM versions; such
   a job fails at once with ``invalid_request``, retryable (a node on another backend may serve
-  it), before anything reaches the engine.
+  it), before anything reaches the engine. The offer says so: its ``supported_parameters`` are the
+  sampling parameters only (:attr:`VllmBackend.SUPPORTED_PARAMETERS`), so the coordinator does
+  not route such jobs here.
 - **Errors.** An engine error whose text speaks of the context length is
   ``context_length_exceeded``; a ``ValueError`` or ``TypeError`` (vLLM's validation) is a
   non-retryable ``invalid_request``; anything else, a dead engine included, a retryable
@@ -51,13 +53,13 @@ import inspect
 import itertools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from node_agent.backends._common import check_model, job_json, loop_deadline, short_message
 from node_agent.backends.base import BackendError, BackendEvent, Finished, TextDelta
 from node_agent.backends.config import BackendConfig
 from node_agent.backends.openai import is_context_length_error
-from protocol import Clock, Job, Offer, SystemClock
+from protocol import KNOWN_PARAMETERS, Clock, Job, Offer, RequestParameter, SystemClock
 
 __all__ = [
     "ChatTokenizer",
@@ -226,6 +228,14 @@ class VllmBackend:
     :meth:`aclose` shuts the engine down).
     """
 
+    SUPPORTED_PARAMETERS: ClassVar[frozenset[RequestParameter]] = KNOWN_PARAMETERS - {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
+    """Everything but tools and structured output, which :func:`_refuse_unsupported` refuses."""
+
     def __init__(
         self,
         config: BackendConfig,
@@ -239,6 +249,7 @@ class VllmBackend:
         if config.kind != "vllm":
             raise ValueError(f"VllmBackend needs a config of kind 'vllm', not {config.kind!r}")
         self._config = config
+        self._offer = config.offer(self.SUPPORTED_PARAMETERS)
         self._engine = engine
         self._sampling_params = sampling_params
         self._tokenizer = tokenizer
@@ -249,8 +260,11 @@ class VllmBackend:
     def from_config(cls, config: BackendConfig, *, clock: Clock | None = None) -> VllmBackend:
         """Start vLLM's engine for ``config`` (loads the weights; takes a while, needs a GPU).
 
-        Raises ``ImportError`` with an install hint when vLLM is not installed.
+        Raises ``ImportError`` with an install hint when vLLM is not installed, and ValueError
+        when ``config.supported_parameters`` names one this backend does not support (before
+        loading anything).
         """
+        config.offer(cls.SUPPORTED_PARAMETERS)
         vllm = _import_vllm()
         options = config.vllm
         engine_args = vllm.AsyncEngineArgs(
@@ -278,7 +292,7 @@ class VllmBackend:
         return "vllm"
 
     def offers(self) -> list[Offer]:
-        return [self._config.offer()]
+        return [self._offer]
 
     async def _get_tokenizer(self) -> ChatTokenizer:
         if self._tokenizer is None:

@@ -20,12 +20,12 @@ from coordinator.accounts import (
     add_credits,
     authenticate,
     create_account,
-    get_account,
     issue_api_key,
     list_accounts,
     list_api_keys,
     revoke_key,
 )
+from coordinator.ledger import IdConflict, account_balances, audit
 from coordinator.money import MAX_AMOUNT_MICRO_USD
 from tests.coordinator.conftest import Sessions
 
@@ -41,7 +41,8 @@ async def test_a_new_account_gets_a_key_shown_once_and_stored_only_as_its_hash(
         )
     assert account.id.startswith("acc_")
     assert (account.role, account.name) == (Role.CUSTOMER, "Ada")
-    assert account.balance_micro_usd == 2_500_000
+    async with sessions.begin() as session:
+        assert (await account_balances(session, account.id)).available_micro_usd == 2_500_000
     assert account.created_at_ms == 1_767_225_600_000
     assert raw_key.startswith(API_KEY_PREFIX)
     assert len(raw_key) == len(API_KEY_PREFIX) + 52
@@ -130,7 +131,8 @@ async def test_fifty_concurrent_credit_additions_sum_exactly(sessions: Sessions)
     assert max(balances) == expected
     assert len(set(balances)) == 50  # every addition saw its own predecessor's result
     async with sessions.begin() as session:
-        assert (await get_account(session, account.id)).balance_micro_usd == expected
+        assert (await account_balances(session, account.id)).available_micro_usd == expected
+        assert await audit(session) == []
 
 
 async def test_credits_must_be_positive_whole_micro_usd_for_a_known_account(
@@ -147,6 +149,31 @@ async def test_credits_must_be_positive_whole_micro_usd_for_a_known_account(
         with pytest.raises(AccountNotFound):
             await add_credits(session, "acc_missing", 1)
         assert await add_credits(session, account.id, MAX_AMOUNT_MICRO_USD) == MAX_AMOUNT_MICRO_USD
+    async with sessions.begin() as session:
+        assert (await account_balances(session, account.id)).available_micro_usd == (
+            MAX_AMOUNT_MICRO_USD
+        )
+
+
+async def test_credits_are_top_ups_in_the_ledger_and_an_id_adds_them_once(
+    sessions: Sessions,
+) -> None:
+    async with sessions.begin() as session:
+        account, _ = await create_account(session, Role.CUSTOMER, "Ada", 1_000)
+    async with sessions.begin() as session:
+        assert await add_credits(session, account.id, 500, transfer_id="invoice-42") == 1_500
+    async with sessions.begin() as session:  # a retry of the same top-up adds nothing
+        assert await add_credits(session, account.id, 500, transfer_id="invoice-42") == 1_500
+        with pytest.raises(IdConflict):
+            await add_credits(session, account.id, 501, transfer_id="invoice-42")
+    async with sessions.begin() as session:
+        kinds = (
+            await session.execute(
+                text("SELECT kind, debit_account_id, amount_micro_usd FROM ledger_transfers")
+            )
+        ).all()
+        assert sorted(kinds) == [("top_up", "world", 500), ("top_up", "world", 1_000)]
+        assert await audit(session) == []
 
 
 async def test_create_account_validates_its_inputs(sessions: Sessions) -> None:
@@ -192,3 +219,17 @@ async def test_a_failed_unit_of_work_leaves_nothing_behind(sessions: Sessions) -
     async with sessions.begin() as session:
         assert await list_accounts(session) == []
         assert await authenticate(session, API_KEY_PREFIX + "a" * 52) is None
+
+
+async def test_starting_credits_roll_back_with_the_account(sessions: Sessions) -> None:
+    async def create_then_fail() -> None:
+        async with sessions.begin() as session:
+            await create_account(session, Role.CUSTOMER, "Ada", 5_000_000)
+            await add_credits(session, "acc_missing", 1)
+
+    with pytest.raises(AccountNotFound):
+        await create_then_fail()
+    async with sessions.begin() as session:
+        for table in ("accounts", "ledger_accounts", "ledger_transfers"):
+            count = (await session.execute(text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
+            assert count == 0, table

@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from coordinator.accounts import Role, authenticate
+from coordinator.accounts import Role, authenticate, create_account
 from coordinator.db import create_engine, create_session_factory, head_revision
+from coordinator.ledger import PLATFORM_REVENUE, Credit, place_hold, post_hold, provider_earnings
 from shareai.admin_cli import ROLES
 
 
@@ -187,3 +189,163 @@ def test_bad_argument_values_exit_2_before_touching_the_database(
     line = one_line_error(admin(tmp_path, *args), 2)
     assert "error:" in line
     assert not (tmp_path / "coordinator.db").exists()
+
+
+def tamper(data_dir: Path, statement: str) -> None:
+    async def run() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'coordinator.db'}")
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def hold_and_settle(data_dir: Path, customer: str, provider: str) -> None:
+    async def run() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'coordinator.db'}")
+        try:
+            async with create_session_factory(engine).begin() as session:
+                await place_hold(session, "req-1", customer, 3_000_000)
+                await post_hold(
+                    session,
+                    "req-1",
+                    [
+                        Credit(provider_earnings(provider), 1_000_000),
+                        Credit(PLATFORM_REVENUE, 50_000),
+                    ],
+                )
+                await place_hold(session, "req-2", customer, 500_000)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_the_operator_sees_balances_holds_earnings_and_platform_revenue(tmp_path: Path) -> None:
+    customer = admin_json(
+        tmp_path, "create-account", "--role", "customer", "--name", "Ada", "--credits", "10"
+    )
+    provider = admin_json(tmp_path, "create-account", "--role", "provider", "--name", "Grace")
+    assert isinstance(customer, dict)
+    assert isinstance(provider, dict)
+    hold_and_settle(tmp_path, customer["account_id"], provider["account_id"])
+
+    listed = admin_json(tmp_path, "list-accounts")
+    assert isinstance(listed, list)
+    by_id = {row["account_id"]: row for row in listed}
+    ada, grace = by_id[customer["account_id"]], by_id[provider["account_id"]]
+    assert (ada["balance_micro_usd"], ada["held_micro_usd"]) == (8_450_000, 500_000)
+    assert (grace["balance_micro_usd"], grace["earnings_micro_usd"]) == (0, 1_000_000)
+    table = admin(tmp_path, "list-accounts").stdout
+    assert "HELD_USD" in table
+    assert "EARNINGS_USD" in table
+    assert "8.45" in table
+
+    totals = admin_json(tmp_path, "ledger")
+    assert totals == {
+        "customer_available_micro_usd": 8_450_000,
+        "customer_held_micro_usd": 500_000,
+        "provider_earnings_micro_usd": 1_000_000,
+        "builder_earnings_micro_usd": 0,
+        "platform_revenue_micro_usd": 50_000,
+        "paid_in_micro_usd": 10_000_000,
+    }
+    shown = admin(tmp_path, "ledger")
+    assert shown.returncode == 0
+    assert "platform_revenue_usd" in shown.stdout
+    assert "0.05" in shown.stdout
+
+
+def test_audit_exits_0_when_healthy_and_1_with_each_violation_on_its_own_line(
+    tmp_path: Path,
+) -> None:
+    customer = admin_json(
+        tmp_path, "create-account", "--role", "customer", "--name", "Ada", "--credits", "10"
+    )
+    provider = admin_json(tmp_path, "create-account", "--role", "provider", "--name", "Grace")
+    assert isinstance(customer, dict)
+    assert isinstance(provider, dict)
+    hold_and_settle(tmp_path, customer["account_id"], provider["account_id"])
+
+    healthy = admin(tmp_path, "audit")
+    assert (healthy.returncode, healthy.stderr) == (0, "")
+    assert healthy.stdout.strip() == "ledger healthy: every invariant holds"
+    assert json.loads(admin(tmp_path, "audit", "--json").stdout) == {
+        "healthy": True,
+        "violations": [],
+    }
+
+    tamper(
+        tmp_path,
+        "UPDATE ledger_accounts SET balance_micro_usd = balance_micro_usd + 5"
+        " WHERE id = 'platform'",
+    )
+    broken = admin(tmp_path, "audit")
+    assert broken.returncode == 1
+    assert broken.stderr == ""
+    lines = broken.stdout.strip().splitlines()
+    assert lines == [
+        "unbalanced: the balances add up to 5 micro-USD, not 0",
+        "balance_mismatch: platform shows 50005 micro-USD but its transfers add up to 50000",
+    ]
+    as_json = admin(tmp_path, "audit", "--json")
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    assert report["healthy"] is False
+    assert [v["code"] for v in report["violations"]] == ["unbalanced", "balance_mismatch"]
+    assert report["violations"][1]["subject"] == "platform"
+
+
+def test_payouts_pay_each_payee_once_per_month(tmp_path: Path) -> None:
+    assert admin(tmp_path, "migrate").returncode == 0
+    january = 1_768_000_000_000  # 2026-01-09
+
+    async def earn() -> str:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'coordinator.db'}")
+        try:
+            async with create_session_factory(engine).begin() as session:
+                customer, _ = await create_account(
+                    session, Role.CUSTOMER, "Ada", 5_000_000, now_ms=january - 90 * 86_400_000
+                )
+                provider, _ = await create_account(
+                    session, Role.PROVIDER, "Grace", now_ms=january - 90 * 86_400_000
+                )
+                await place_hold(session, "req-1", customer.id, 2_000_000, now_ms=january)
+                await post_hold(
+                    session,
+                    "req-1",
+                    [Credit(provider_earnings(provider.id), 1_250_000)],
+                    now_ms=january,
+                )
+                return provider.id
+        finally:
+            await engine.dispose()
+
+    provider_id = asyncio.run(earn())
+    first = admin_json(tmp_path, "payouts", "--period", "2026-01")
+    assert first == [
+        {
+            "account_id": provider_id,
+            "ledger_account_id": f"provider:{provider_id}",
+            "period": "2026-01",
+            "status": "paid",
+            "amount_micro_usd": 1_250_000,
+            "transfer_id": f"payout#2026-01#provider:{provider_id}",
+        }
+    ]
+    again = admin(tmp_path, "payouts", "--period", "2026-01")
+    assert again.returncode == 0, again.stderr
+    assert "already_paid" in again.stdout
+    assert again.stdout.strip().endswith("paid now for 2026-01: 0.00 USD")
+    totals = admin_json(tmp_path, "ledger")
+    assert isinstance(totals, dict)
+    assert totals["provider_earnings_micro_usd"] == 0
+    assert totals["paid_in_micro_usd"] == 5_000_000 - 1_250_000
+    assert admin(tmp_path, "audit").returncode == 0
+
+    line = one_line_error(admin(tmp_path, "payouts", "--period", "2999-01"), 1)
+    assert "not over yet" in line
+    assert "YYYY-MM" in one_line_error(admin(tmp_path, "payouts", "--period", "2026-1"), 2)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 from typing import Any, cast
 
+import pytest
+
 from coordinator.hub.nodes import LiveNode, NodeLink, NodeRegistry
-from coordinator.routing import SUPPORTED_PARAMETERS, Router
+from coordinator.routing import RouteLog, Router, RouteRecord, provider_handle
 from scheduler import ProviderPreferences, RouteRequest, RoutingPreferences
 from tests.protocol.peers import sample_hardware, sample_offer
 
@@ -59,14 +61,15 @@ def test_snapshot_carries_offers_load_owner_and_books() -> None:
     r.record_success("nd_a", MODEL, ttft_ms=120.0, tokens_per_s=80.0)
     (state,) = r.snapshot().candidates(MODEL)
     assert state.owner_account_id == "acct_p"
-    assert state.provider == "nd_a"
+    assert state.provider == provider_handle("acct_p")
+    assert state.provider.startswith("pv_")
     assert state.price_input_micro_usd_per_1m == 250
     assert (state.in_flight, state.max_concurrency) == (3, 4)
     assert state.ttft_p50_ms == 120.0
     assert state.tokens_per_s_p50 == 80.0
     assert state.reputation > 0.5
     assert state.circuit == "closed"
-    assert state.supported_parameters == SUPPORTED_PARAMETERS
+    assert state.supported_parameters == frozenset(sample_offer().supported_parameters)
 
 
 def test_failures_lower_reputation_raise_error_rate_and_open_the_circuit() -> None:
@@ -129,3 +132,136 @@ def test_endpoints_list_each_node_without_secrets() -> None:
     assert rows[0]["circuit"] == "closed"
     assert "acct_p" not in str(rows)
     assert r.endpoints("other/model") == []
+
+
+def test_the_snapshot_is_reused_until_something_changes() -> None:
+    r, _ = router(live("nd_a"), live("nd_b"))
+    first = r.snapshot()
+    assert r.snapshot() is first  # nothing happened
+    r.record_success("nd_a", MODEL, ttft_ms=80.0, tokens_per_s=40.0)
+    computed = r.states_computed
+    second = r.snapshot()
+    assert second is not first
+    assert r.states_computed == computed + 1  # only nd_a's state was recomputed
+    assert {s.node_id: s.ttft_p50_ms for s in second.candidates(MODEL)} == {
+        "nd_a": 80.0,
+        "nd_b": 0.0,
+    }
+    assert second.find(MODEL, "nd_b")[0] is first.find(MODEL, "nd_b")[0]
+    r.registry.add(live("nd_c"))
+    assert len(r.snapshot().candidates(MODEL)) == 3
+
+
+def test_states_are_refreshed_round_robin_as_time_passes() -> None:
+    r, clock = router(*(live(f"nd_{i}") for i in range(10)))
+    r.snapshot()
+    computed = r.states_computed
+    clock.now += r.state_refresh_s / 2  # half the refresh period: half the states are due
+    r.snapshot()
+    assert r.states_computed == computed + 5
+    clock.now += r.state_refresh_s / 2
+    r.snapshot()
+    assert r.states_computed == computed + 10
+
+
+def test_offers_and_departures_reach_the_snapshot() -> None:
+    node_a, node_b = live("nd_a"), live("nd_b")
+    r, _ = router(node_a, node_b)
+    assert len(r.snapshot().candidates(MODEL)) == 2
+    r.registry.set_offers(node_a, {})  # draining
+    assert [s.node_id for s in r.snapshot().candidates(MODEL)] == ["nd_b"]
+    r.registry.remove(node_b)
+    assert r.snapshot().candidates(MODEL) == ()
+
+
+def test_jobs_in_flight_are_seen_live_without_recomputing_states() -> None:
+    node_a, node_b = live("nd_a", slots=1), live("nd_b", slots=1)
+    r, _ = router(node_a, node_b)
+    r.snapshot()
+    computed = r.states_computed
+    node_a.in_flight[MODEL] = 1  # nd_a filled up after its state was computed
+    decision = r.decide(RoutingPreferences(MODEL), request())
+    assert r.states_computed == computed
+    assert [c.state.node_id for c in decision.candidates] == ["nd_b"]
+    assert [(e.node_id, e.reason) for e in decision.excluded] == [
+        ("nd_a", "no free slot (1/1 in flight)")
+    ]
+
+
+def test_an_opened_circuit_keeps_traffic_away_until_its_probe_succeeds() -> None:
+    r, clock = router(live("nd_a"), live("nd_b"))
+    for _ in range(5):
+        r.record_failure("nd_a", MODEL, "failure")
+    decision = r.decide(RoutingPreferences(MODEL), request())
+    assert [c.state.node_id for c in decision.candidates] == ["nd_b"]
+    assert r.tripped == {"nd_a": {MODEL}}
+    clock.now += 11
+    assert r.may_try("nd_a", MODEL)  # the probe
+    r.record_success("nd_a", MODEL, ttft_ms=10.0, tokens_per_s=None)
+    assert r.tripped == {}
+
+
+def test_provider_handles_select_a_providers_whole_fleet() -> None:
+    r, _ = router(live("nd_a", owner="acct_x"), live("nd_b", owner="acct_x"), live("nd_c"))
+    only_x = RoutingPreferences(
+        MODEL, provider=ProviderPreferences(only=frozenset({provider_handle("acct_x")}))
+    )
+    chosen = {c.state.node_id for c in r.decide(only_x, request()).candidates}
+    assert chosen == {"nd_a", "nd_b"}
+    assert provider_handle("acct_x") != provider_handle("acct_p")
+
+
+def test_uptime_follows_the_registry_events() -> None:
+    node = live("nd_a")
+    node.heartbeat_interval_s = 10.0
+    r, clock = router(node)
+    for _ in range(10):
+        clock.now += 10
+        r.registry.heard(node)
+    assert r.endpoints(MODEL)[0]["uptime"] == 1.0
+    r.registry.remove(node)
+    clock.now += 100
+    report = r.node_report("nd_a")
+    assert report is not None
+    assert report["live"] is False
+    assert report["uptime"] == pytest.approx(100 / 200, abs=0.01)
+
+
+def test_the_node_report_shows_the_reputation_inputs() -> None:
+    r, _ = router(live("nd_a"))
+    r.record_success("nd_a", MODEL, ttft_ms=10.0, tokens_per_s=5.0)
+    r.record_failure("nd_a", MODEL, "node_cancel")
+    r.record_outcome("nd_a", "token_mismatch")
+    report = r.node_report("nd_a")
+    assert report is not None
+    inputs = report["reputation"]["inputs"]
+    assert inputs["completion"] == pytest.approx(1.0)
+    assert inputs["node_cancel"] == pytest.approx(1.0)
+    assert inputs["token_mismatch"] == pytest.approx(1.0)
+    assert inputs["bad_weighted"] == pytest.approx(4.0)  # 1 + 3 for the mismatch
+    assert report["models"][MODEL]["circuit"] == "closed"
+    assert r.node_report("nd_unknown") is None
+
+
+def test_books_of_nodes_gone_for_long_are_forgotten() -> None:
+    gone, staying = live("nd_gone"), live("nd_stay")
+    r, clock = router(gone, staying)
+    r.record_success("nd_gone", MODEL, ttft_ms=10.0, tokens_per_s=5.0)
+    r.registry.remove(gone)
+    clock.now += r.forget_after_s + 120
+    r.snapshot()
+    assert r.node_report("nd_gone") is None
+    assert r.node_report("nd_stay") is not None
+
+
+def test_the_route_log_keeps_the_most_recent_records() -> None:
+    r, _ = router(live("nd_a"))
+    log = RouteLog(limit=2)
+    decision = r.decide(RoutingPreferences(MODEL), request())
+    for request_id in ("req_1", "req_2", "req_3"):
+        log.add(RouteRecord(request_id, "acct_c", MODEL, decision, hedging=False))
+    assert log.get("req_1") is None
+    assert [rec.request_id for rec in log.recent(5)] == ["req_3", "req_2"]
+    explained = log.recent(1)[0].to_json()
+    assert explained["decision"]["candidates"][0]["node"] == "nd_a"
+    assert "acct_p" not in str(explained["decision"])

@@ -37,6 +37,13 @@ def test_environment_variables_apply_and_explicit_overrides_win() -> None:
     assert overridden.database_url == "sqlite+aiosqlite:////var/lib/shareai/coordinator.db"
 
 
+def test_hedging_by_default_is_an_operator_switch() -> None:
+    assert load_settings({}).hedge_by_default is False
+    assert load_settings({"SHAREAI_HEDGE_BY_DEFAULT": "true"}).hedge_by_default is True
+    with pytest.raises(SettingsError, match="invalid setting hedge_by_default"):
+        load_settings({"SHAREAI_HEDGE_BY_DEFAULT": "sometimes"})
+
+
 def test_database_urls_name_the_async_driver() -> None:
     assert (
         load_settings({}, database_url="postgresql://u:p@db/shareai").database_url

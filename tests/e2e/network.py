@@ -85,6 +85,7 @@ class Network:
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     provider_key: str = ""
     customer_key: str = ""
+    operator_key: str = ""
     database_url: str | None = None
 
     @property
@@ -203,7 +204,8 @@ class Network:
 
 @contextmanager
 def network(root: Path, database_url: str | None = None) -> Iterator[Network]:
-    """A coordinator with a Provider and a customer account; nodes are added by the test.
+    """A coordinator with a Provider, a customer and an operator account; nodes are added by
+    the test.
 
     The coordinator uses its embedded SQLite default unless ``database_url`` is given.
     """
@@ -214,8 +216,10 @@ def network(root: Path, database_url: str | None = None) -> Iterator[Network]:
         customer = net.admin(
             "create-account", "--role", "customer", "--name", "customer", "--credits", "100"
         )
+        operator = net.admin("create-account", "--role", "operator", "--name", "operator")
         net.provider_key = str(provider["api_key"])
         net.customer_key = str(customer["api_key"])
+        net.operator_key = str(operator["api_key"])
         net.start_coordinator()
         yield net
     finally:

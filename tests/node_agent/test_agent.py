@@ -11,8 +11,10 @@ import pytest
 import pytest_asyncio
 
 from node_agent import AgentOptions, AgentStopped, NodeAgent
+from node_agent.backends import BackendConfig, MockBackend, OpenAIBackend, VllmBackend
 from node_agent.backends.base import BackendError, InferenceBackend, TextDelta
 from protocol import (
+    KNOWN_PARAMETERS,
     MAX_JSON_CHARS,
     Cancel,
     Chunk,
@@ -30,6 +32,7 @@ from protocol import (
 )
 from protocol.framing import DecodeLimits
 from protocol.messages import RejectCode
+from tests.node_agent.backends.fake_vllm import FakeEngine
 from tests.node_agent.fake_hub import WAIT_S, FakeHub, HubSide
 from tests.node_agent.scripted import WORDS, ScriptedBackend, hardware, job, offer
 
@@ -117,6 +120,44 @@ async def test_handshake_announces_the_hardware_and_the_backends_offers(hub: Fak
         assert side.hello.hardware == hardware()
         assert side.hello.agent_version.startswith("shareai-node/")
         assert side.session.node_id == identity.public_key.node_id
+
+
+async def test_the_hello_offers_each_backends_supported_parameters(hub: FakeHub) -> None:
+    def settings(kind: str, model: str, **fields: Any) -> BackendConfig:
+        return BackendConfig.model_validate(
+            {"kind": kind, "model": model, "context_length": 4096, **fields}
+        )
+
+    openai = OpenAIBackend(
+        settings("openai", "b/openai", base_url="http://127.0.0.1:9", supported_parameters=[])
+    )
+    backends: list[InferenceBackend] = [
+        MockBackend(settings("mock", "b/mock")),
+        openai,
+        VllmBackend(settings("vllm", "b/vllm"), engine=FakeEngine(), sampling_params=dict),
+        MockBackend(settings("mock", "b/narrowed", supported_parameters=["tools", "seed"])),
+    ]
+    agent = NodeAgent(
+        identity=Identity.generate(),
+        coordinator_key=hub.identity.public_key,
+        hub_url=hub.hub_url,
+        backends=backends,
+        options=AgentOptions(**FAST_RECONNECT),
+        hardware=hardware(),
+    )
+    try:
+        async with running(agent):
+            side = await hub.next_side()
+    finally:
+        await openai.aclose()
+    offered = {offer.model: offer.supported_parameters for offer in side.hello.offers}
+    tools_and_format = {"tools", "tool_choice", "parallel_tool_calls", "response_format"}
+    assert offered == {
+        "b/mock": sorted(KNOWN_PARAMETERS),
+        "b/openai": [],
+        "b/vllm": sorted(KNOWN_PARAMETERS - tools_and_format),
+        "b/narrowed": ["seed", "tools"],
+    }
 
 
 async def test_heartbeats_arrive_on_the_interval_the_welcome_sets() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from node_agent import ConfigError, load_config, parse_usd_per_1m, render_node_toml
+from node_agent.backends import backend_parameters, make_backend
 from node_agent.config import hub_url_for
-from protocol import Identity
+from protocol import KNOWN_PARAMETERS, Identity
 
 COORDINATOR_KEY = Identity.from_seed(b"\x07" * 32).public_key.to_text()
 
@@ -84,7 +85,7 @@ context_length = 131072
     assert backend.upstream_name == "llama3.1:8b"
     assert backend.api_key is not None
     assert backend.api_key.get_secret_value() == "sk-upstream"
-    assert backend.offer().price_output_micro_usd_per_1m == 1
+    assert backend.offer(KNOWN_PARAMETERS).price_output_micro_usd_per_1m == 1
     with pytest.raises(ConfigError, match="UPSTREAM_KEY is not set"):
         served.backend_config({})
 
@@ -203,6 +204,28 @@ def test_bad_prices_are_refused_with_a_reason(value: object, message: str) -> No
             HEADER + "[agent]\nreconnect_min_s = 0\n" + MOCK_MODEL,
             "agent.reconnect_min_s: input should be greater than 0, got 0",
         ),
+        (
+            HEADER + MOCK_MODEL + 'supported_parameters = ["tools", "logit_bias"]\n',
+            "models[0].supported_parameters[1]: must be one of 'max_tokens', 'temperature',"
+            " 'top_p', 'stop', 'seed', 'presence_penalty', 'frequency_penalty', 'tools',"
+            " 'tool_choice', 'parallel_tool_calls' or 'response_format', got 'logit_bias'",
+        ),
+        (
+            HEADER + MOCK_MODEL + 'supported_parameters = ["seed", "tools", "seed"]\n',
+            "models[0].supported_parameters: 'seed' is listed twice",
+        ),
+        (
+            HEADER
+            + MOCK_MODEL.replace('backend = "mock"', 'backend = "vllm"')
+            + 'supported_parameters = ["seed", "tools"]\n',
+            "models[0].supported_parameters: backend \"vllm\" does not support 'tools'"
+            " (it supports frequency_penalty, max_tokens, presence_penalty, seed, stop,"
+            " temperature, top_p)",
+        ),
+        (
+            HEADER + MOCK_MODEL + 'supported_parameters = "tools"\n',
+            "models[0].supported_parameters: input should be a valid list, got 'tools'",
+        ),
         (HEADER + "models = 3\n", "models: input should be a valid list, got 3"),
         ('coordinator_url = "http://x"\n[[models]\n', "not valid TOML"),
     ],
@@ -217,6 +240,53 @@ def test_every_bad_value_gives_one_line_naming_its_key(
     assert message.startswith(f"{path}: ")
     assert expected in message
     assert "\n" not in message
+
+
+@pytest.mark.asyncio
+async def test_supported_parameters_narrow_the_offer_of_any_backend(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + MOCK_MODEL
+        + 'supported_parameters = ["stop", "max_tokens", "tools"]\n'
+        + MOCK_MODEL.replace("mock/echo", "mock/all")
+        + MOCK_MODEL.replace("mock/echo", "mock/none")
+        + "supported_parameters = []\n"
+        + """
+[[models]]
+name = "llama"
+backend = "openai"
+upstream_url = "http://127.0.0.1:9/v1"
+price_in_usd_per_1m = "0"
+price_out_usd_per_1m = "0"
+supported_parameters = ["seed"]
+""",
+    )
+    offered: dict[str, list[str]] = {}
+    for model in load_config(path).models:
+        backend = make_backend(model.backend_config())
+        try:
+            (offer,) = backend.offers()
+            offered[offer.model] = list(offer.supported_parameters)
+        finally:
+            await backend.aclose()
+    assert offered == {
+        "mock/echo": ["max_tokens", "stop", "tools"],
+        "mock/all": sorted(backend_parameters("mock")),
+        "mock/none": [],
+        "llama": ["seed"],
+    }
+
+
+def test_each_backend_kind_declares_what_it_supports() -> None:
+    assert backend_parameters("mock") == KNOWN_PARAMETERS
+    assert backend_parameters("openai") == KNOWN_PARAMETERS
+    assert KNOWN_PARAMETERS - backend_parameters("vllm") == {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
 
 
 def test_a_missing_file_says_how_to_make_one(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from protocol import (
+    KNOWN_PARAMETERS,
     MESSAGE_TYPES,
     Challenge,
     Done,
@@ -14,14 +15,23 @@ from protocol import (
     InvalidMessage,
     Job,
     Message,
+    Offer,
+    Offers,
     Reject,
+    SamplingParams,
     SessionLimits,
     Timings,
     Usage,
     Welcome,
 )
 from protocol.framing import DecodeLimits, Envelope, decode_envelope, encode_envelope, parse_body
-from tests.protocol.peers import sample_hardware, sample_job, sample_offer, sample_tool_job
+from tests.protocol.peers import (
+    established_pair,
+    sample_hardware,
+    sample_job,
+    sample_offer,
+    sample_tool_job,
+)
 from tests.protocol.test_session import COORDINATOR_MESSAGES, NODE_MESSAGES
 
 HANDSHAKE_MESSAGES: list[Message] = [
@@ -211,6 +221,77 @@ def test_invalid_offer_prices_fail() -> None:
     body["offers"][0]["price_input_micro_usd_per_1m"] = -5
     with pytest.raises(
         InvalidMessage, match=r"invalid hello: offers\.0\.price_input_micro_usd_per_1m"
+    ):
+        parse("hello", body)
+
+
+def test_known_parameters_are_exactly_those_a_job_carries() -> None:
+    # Every request parameter a job can carry, and nothing else, can be offered: the sampling
+    # fields and the job's tool and response-format fields (named without _json).
+    job_parameters = {
+        "tools_json": "tools",
+        "tool_choice_json": "tool_choice",
+        "parallel_tool_calls": "parallel_tool_calls",
+        "response_format_json": "response_format",
+    }
+    job_input = {"job_id", "model", "kind", "messages", "prompt", "sampling", "deadline_ms"}
+    assert set(Job.model_fields) - job_input == set(job_parameters)
+    assert set(SamplingParams.model_fields) | set(job_parameters.values()) == KNOWN_PARAMETERS
+
+
+def test_an_offer_lists_every_known_parameter_unless_told_otherwise() -> None:
+    assert sample_offer().supported_parameters == sorted(KNOWN_PARAMETERS)
+    # The default is a fresh list per offer, not one shared list.
+    assert sample_offer().supported_parameters is not sample_offer().supported_parameters
+
+
+@pytest.mark.parametrize(
+    "supported", [["tools", "seed"], [], ["top_p", "max_tokens", "response_format"]]
+)
+def test_supported_parameters_round_trip_through_the_envelope_and_a_session(
+    supported: list[str],
+) -> None:
+    offer = Offer.model_validate({**sample_offer().model_dump(), "supported_parameters": supported})
+    message = Offers(offers=[offer, sample_offer("Qwen/Qwen2.5-7B-Instruct")])
+    payload = encode_envelope(message, seq=1, ts_ms=0, version=1)
+    assert parse_body(decode_envelope(payload, DecodeLimits())) == message
+    pair = established_pair()
+    received = pair.coordinator.receive(pair.node.send(message))
+    assert isinstance(received, Offers)
+    assert [o.supported_parameters for o in received.offers] == [
+        supported,
+        sorted(KNOWN_PARAMETERS),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["tools", "logit_bias"], r"\.1: Input should be 'max_tokens', 'temperature'"),
+        (["n"], r"\.0: Input should be"),
+        (["Tools"], r"\.0: Input should be"),  # names are exact
+        (["tools_json"], r"\.0: Input should be"),
+        ([b"tools"], r"\.0: Input should be"),
+        (["seed", "tools", "seed"], r": .*'seed' is listed twice"),
+        ([*sorted(KNOWN_PARAMETERS), "seed"], r": .*at most 11 items"),
+        ("tools", r": Input should be a valid list"),
+        (None, r": Input should be a valid list"),
+    ],
+)
+def test_invalid_supported_parameters_fail(value: Any, expected: str) -> None:
+    body = HANDSHAKE_MESSAGES[1].model_dump()
+    body["offers"][0]["supported_parameters"] = value
+    with pytest.raises(
+        InvalidMessage, match=r"invalid hello: offers\.0\.supported_parameters" + expected
+    ):
+        parse("hello", body)
+
+
+def test_an_offer_without_supported_parameters_fails_on_the_wire() -> None:
+    body = HANDSHAKE_MESSAGES[1].model_dump()
+    del body["offers"][0]["supported_parameters"]
+    with pytest.raises(
+        InvalidMessage, match=r"invalid hello: offers\.0: .*missing field.*supported"
     ):
         parse("hello", body)
 

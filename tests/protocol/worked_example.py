@@ -100,6 +100,19 @@ OFFER = Offer(
     max_concurrency=16,
     price_input_micro_usd_per_1m=50_000,
     price_output_micro_usd_per_1m=150_000,
+    supported_parameters=[
+        "frequency_penalty",
+        "max_tokens",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "response_format",
+        "seed",
+        "stop",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_p",
+    ],
 )
 MAX_JOBS_IN_FLIGHT = 64
 JOB_ID = "job_01"

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -127,6 +129,79 @@ def test_probation_nodes_serve_when_nothing_else_qualifies() -> None:
     assert d.candidates[0].state.node_id == "new"
 
 
+def test_when_only_new_nodes_qualify_preferences_still_choose_among_them() -> None:
+    cheap = node("cheap", probation=True, price_input_micro_usd_per_1m=1_000)
+    dear = node("dear", probation=True, price_input_micro_usd_per_1m=900_000)
+    for seed in range(200):
+        d = decide([cheap, dear], ProviderPreferences(sort="price"), seed=seed)
+        assert d.primary.state.node_id == "cheap"
+        assert d.probation_pick
+
+
+def test_a_network_of_new_nodes_tries_each_untried_node_before_trusting_scores() -> None:
+    tried = node("tried", probation=True, ttft_p50_ms=600.0, tokens_per_s_p50=1000.0)
+    untried = node("untried", probation=True, ttft_p50_ms=0.0, tokens_per_s_p50=0.0)
+    failed = node("failed", probation=True, ttft_p50_ms=0.0, tokens_per_s_p50=0.0, error_rate=1.0)
+    picks = {decide([tried, untried, failed], seed=s).primary.state.node_id for s in range(50)}
+    assert picks == {"untried"}
+    measured = node("untried", probation=True, ttft_p50_ms=20.0, tokens_per_s_p50=1000.0)
+    picks = {decide([tried, measured, failed], seed=s).primary.state.node_id for s in range(50)}
+    assert picks == {"untried"}  # now measured and fastest: the scores decide
+    by_price = ProviderPreferences(sort="price")
+    cheap = node("cheap", probation=True, price_input_micro_usd_per_1m=1)
+    assert decide([cheap, untried], by_price).primary.state.node_id == "cheap"
+
+
+class Overlay:
+    """A LiveOverlay that reports jobs in flight and circuits different from the snapshot."""
+
+    def __init__(self, in_flight: dict[str, int], circuits: dict[str, str] | None = None) -> None:
+        self.in_flight = in_flight
+        self.circuits = circuits or {}
+        self.seen: list[str] = []
+
+    def current(self, state: NodeModelState) -> NodeModelState:
+        self.seen.append(state.node_id)
+        circuit = self.circuits.get(state.node_id, state.circuit)
+        return replace(
+            state,
+            in_flight=self.in_flight.get(state.node_id, state.in_flight),
+            circuit=circuit,  # type: ignore[arg-type]
+        )
+
+
+def test_the_live_overlay_wins_over_a_stale_snapshot() -> None:
+    snapshot = NetworkSnapshot.build([node("a"), node("b"), node("c")])
+    live = Overlay({"a": 4}, {"b": "open"})  # a filled up, b's circuit opened since the build
+    d = route(
+        snapshot,
+        RoutingPreferences(MODEL),
+        REQ,
+        rng=random.Random(1),
+        live=live,
+    )
+    assert [c.state.node_id for c in d.candidates] == ["c"]
+    reasons = {e.node_id: e.reason for e in d.excluded}
+    assert reasons == {
+        "a": "no free slot (4/4 in flight)",
+        "b": "circuit open: cooling down after failures",
+    }
+    assert sorted(live.seen) == ["a", "b", "c"]
+
+
+def test_the_overlay_is_consulted_only_for_examined_nodes() -> None:
+    states = [node(f"n{i}") for i in range(3000)]
+    live = Overlay({})
+    d = route(
+        NetworkSnapshot.build(states),
+        RoutingPreferences(MODEL),
+        REQ,
+        rng=random.Random(1),
+        live=live,
+    )
+    assert len(live.seen) == d.examined < 200
+
+
 def test_large_pool_examines_a_bounded_sample_plus_leaders() -> None:
     states = [node(f"n{i}", tokens_per_s_p50=10.0 + i % 7) for i in range(5000)]
     states.append(node("star", tokens_per_s_p50=900.0))
@@ -149,3 +224,12 @@ def test_large_pool_only_uses_the_provider_index() -> None:
     states = [node(f"n{i}") for i in range(3000)]
     d = decide(states, ProviderPreferences(only=frozenset({"prov-n42", "n7"})))
     assert {c.state.node_id for c in d.candidates} == {"n42", "n7"}
+
+
+def test_an_absurdly_low_measured_speed_still_gets_a_finite_score() -> None:
+    # Found by hypothesis: 1e-308 tok/s made the latency term infinite and the score NaN, so no
+    # node was "near the best" and the pick failed.
+    crawling = node("crawling", tokens_per_s_p50=1.1125369292536007e-308, ttft_p50_ms=0.0)
+    d = decide([crawling], ProviderPreferences(allow_fallbacks=False))
+    assert d.primary.state.node_id == "crawling"
+    assert math.isfinite(d.primary.score)

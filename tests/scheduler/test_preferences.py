@@ -83,6 +83,13 @@ def test_suffix_sets_sort_unless_explicit() -> None:
     assert explicit.provider.sort == "latency"
 
 
+def test_hedge_is_opt_in_per_request() -> None:
+    assert parse_routing_preferences({"model": "m"}).provider.hedge is None  # operator default
+    on = parse_routing_preferences({"model": "m", "provider": {"hedge": True}})
+    off = parse_routing_preferences({"model": "m", "provider": {"hedge": False}})
+    assert (on.provider.hedge, off.provider.hedge) == (True, False)
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -110,6 +117,7 @@ def test_suffix_sets_sort_unless_explicit() -> None:
         ),
         ({"model": "m", "provider": {"min_reputation": 2}}, "provider.min_reputation"),
         ({"model": "m", "provider": {"colour": "red"}}, "provider.colour"),
+        ({"model": "m", "provider": {"hedge": 1}}, "provider.hedge"),
         ({"model": "m", "models": "x"}, "models"),
         ({"model": "m", "session_id": 5}, "session_id"),
     ],

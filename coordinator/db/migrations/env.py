@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from coordinator.db.generations import Generation  # noqa: F401 - registers its table
 from coordinator.db.models import Base
 
 _connection = context.config.attributes.get("connection")

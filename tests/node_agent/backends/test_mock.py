@@ -16,7 +16,7 @@ from node_agent.backends import (
     mock_completion,
 )
 from node_agent.backends.config import MockOptions
-from protocol import ChatMessage, Job, ManualClock, Offer, ToolCallDelta
+from protocol import KNOWN_PARAMETERS, ChatMessage, Job, ManualClock, Offer, ToolCallDelta
 
 from .helpers import MODEL, chat_job, collect, collect_until_error, completion_job, config
 
@@ -197,6 +197,26 @@ def test_failures_are_chosen_by_seed_and_job_id_alone() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_stalled_job_gets_its_first_token_late() -> None:
+    jobs = [chat_job(job_id=f"job-{n}") for n in range(400)]
+    backend, clock, _ = mock(stall_rate=0.25, stall_ms=3000, time_to_first_token_ms=10)
+    stalled = [job for job in jobs if backend.will_stall(job)]
+    assert 60 <= len(stalled) <= 140  # a hash of the job id: fixed, not luck
+    both, _, _ = mock(stall_rate=0.25, failure_rate=0.25)
+    assert {j.job_id for j in jobs if both.will_stall(j)} != {
+        j.job_id for j in jobs if both.will_fail(j)
+    }  # independent draws, not the same jobs
+    start = clock.monotonic()
+    await anext(backend.generate(stalled[0]))
+    assert clock.monotonic() - start == pytest.approx(3.010)
+    quick = next(job for job in jobs if not backend.will_stall(job))
+    start = clock.monotonic()
+    await anext(backend.generate(quick))
+    assert clock.monotonic() - start == pytest.approx(0.010)
+    assert not mock(stall_rate=0.0)[0].will_stall(jobs[0])
+
+
+@pytest.mark.asyncio
 async def test_offers_are_labelled_mock() -> None:
     backend, _, _ = mock()
     assert backend.kind == "mock"
@@ -208,9 +228,20 @@ async def test_offers_are_labelled_mock() -> None:
             max_concurrency=8,
             price_input_micro_usd_per_1m=0,
             price_output_micro_usd_per_1m=0,
+            supported_parameters=sorted(KNOWN_PARAMETERS),
         )
     ]
     assert MOCK_WEIGHTS_HASH == "mock"
+
+
+def test_the_mock_offers_every_parameter_unless_its_config_narrows_them() -> None:
+    # It emulates tools and JSON mode, so it supports every parameter a job can carry.
+    assert MockBackend.SUPPORTED_PARAMETERS == KNOWN_PARAMETERS
+    narrowed = MockBackend(config("mock", supported_parameters=["tools", "seed"]))
+    assert narrowed.offers()[0].supported_parameters == ["seed", "tools"]
+    assert (
+        MockBackend(config("mock", supported_parameters=[])).offers()[0].supported_parameters == []
+    )
 
 
 @pytest.mark.asyncio

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from node_agent.backends import BackendError, OpenAIBackend, TextDelta, make_backend
-from protocol import ChatMessage, ManualClock, ToolCallDelta
+from protocol import KNOWN_PARAMETERS, ChatMessage, ManualClock, ToolCallDelta
 
 from .fake_upstream import (
     DropReply,
@@ -341,6 +341,22 @@ async def test_one_connection_serves_job_after_job(
         assert finished.finish_reason == "stop"
     assert len(upstream.requests) == 3
     assert upstream.connections == 1
+
+
+@pytest.mark.asyncio
+async def test_the_offer_lists_every_parameter_unless_the_provider_narrows_it() -> None:
+    # The backend passes every parameter on, so by default it offers them all.
+    assert OpenAIBackend.SUPPORTED_PARAMETERS == KNOWN_PARAMETERS
+    default = openai_backend("http://127.0.0.1:9")
+    narrowed = openai_backend(
+        "http://127.0.0.1:9", supported_parameters=["temperature", "max_tokens", "stop"]
+    )
+    try:
+        assert default.offers()[0].supported_parameters == sorted(KNOWN_PARAMETERS)
+        assert narrowed.offers()[0].supported_parameters == ["max_tokens", "stop", "temperature"]
+    finally:
+        await default.aclose()
+        await narrowed.aclose()
 
 
 @pytest.mark.asyncio

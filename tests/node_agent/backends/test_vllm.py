@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from node_agent.backends import BackendError, TextDelta, VllmBackend, make_backend
-from protocol import ChatMessage
+from protocol import KNOWN_PARAMETERS, ChatMessage
 
 from .fake_vllm import BOS, FakeEngine, FakeTokenizer
 from .helpers import MODEL, chat_job, collect, collect_until_error, completion_job, config
@@ -187,6 +187,29 @@ async def test_tools_and_structured_output_are_refused_so_another_node_may_serve
     assert what in str(error)
     assert "not supported by the vllm backend yet" in str(error)
     assert engine.calls == []
+
+
+def test_the_offer_leaves_out_tools_and_structured_output() -> None:
+    # Exactly what the backend refuses (above) is missing from its offer.
+    (offer,) = vllm_backend(FakeEngine()).offers()
+    assert KNOWN_PARAMETERS - set(offer.supported_parameters) == {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
+    assert offer.supported_parameters == sorted(offer.supported_parameters)
+    (narrowed,) = vllm_backend(FakeEngine(), supported_parameters=["seed"]).offers()
+    assert narrowed.supported_parameters == ["seed"]
+
+
+def test_a_config_offering_tools_is_refused_before_the_engine_starts() -> None:
+    offering_tools = ["seed", "tools", "response_format"]
+    with pytest.raises(ValueError, match="vllm backend does not support 'response_format', 'to"):
+        vllm_backend(FakeEngine(), supported_parameters=offering_tools)
+    with pytest.raises(ValueError, match="vllm backend does not support 'response_format', 'to"):
+        # Refused before vLLM is imported or an engine loads weights.
+        VllmBackend.from_config(config("vllm", supported_parameters=offering_tools))
 
 
 @pytest.mark.asyncio
