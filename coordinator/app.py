@@ -18,7 +18,8 @@ from litestar.exceptions import HTTPException
 from sqlalchemy import select
 
 from coordinator.api.apps import APP_HANDLERS
-from coordinator.api.completions import build_job, respond, route_input
+from coordinator.api.catalogue import CATALOGUE_HANDLERS
+from coordinator.api.completions import build_job, name_models, respond, route_input
 from coordinator.api.context import AccountsGateway, Caller, Services, caller_of, services_of
 from coordinator.api.errors import (
     ApiError,
@@ -61,9 +62,10 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
     job = build_job(body, services.completion)
     routing = route_input(body, job, caller.account_id)
     routing.request_id = request_id_of(request.scope)
-    if routing.prefs.model != job.model:  # a :floor / :nitro suffix
+    routing.prefs = name_models(routing.prefs, services.catalogue.current)
+    if routing.prefs.model != job.model:  # an alias, a :floor / :nitro suffix
         job = job.model_copy(update={"model": routing.prefs.model})
-    ticket = await _open_ticket(services, caller, job, routing, chat=chat)
+    ticket = await _open_ticket(services, caller, job, routing, chat=chat, requested=body.model)
     return await respond(
         services.dispatcher,
         job,
@@ -78,7 +80,13 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
 
 
 async def _open_ticket(
-    services: Services, caller: Caller, job: Job, routing: RouteInput, *, chat: bool
+    services: Services,
+    caller: Caller,
+    job: Job,
+    routing: RouteInput,
+    *,
+    chat: bool,
+    requested: str,
 ) -> Ticket | None:
     """Route, then reserve the worst-case cost before any node is used (402 if unaffordable)."""
     billing = services.billing
@@ -102,6 +110,8 @@ async def _open_ticket(
             customer_account_id=caller.account_id,
             api_key_id=caller.api_key_id,
             app=app,
+            requested_model=requested,
+            task_route=routing.task_route,
         )
     except InsufficientCredits as short:
         raise ApiError(
@@ -123,13 +133,23 @@ async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/v1/models")
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Models served now: catalogued ones by canonical id with their aliases, the rest marked
+    uncatalogued under their own names (docs/routing.md)."""
+    services = _services(request)
+    catalogue = services.catalogue.current
     created = int(time.time())
-    data = [
-        {
+    data = []
+    for summary in services.registry.summaries():
+        entry = catalogue.get(summary.model)
+        item: dict[str, Any] = {
             "id": summary.model,
             "object": "model",
             "created": created,
             "owned_by": "shareai-network",
+            "catalogued": entry is not None,
+            "name": entry.name if entry is not None else summary.model,
+            "aliases": list(entry.aliases) if entry is not None else [],
+            "served_as": list(summary.served_as),
             "nodes": summary.nodes,
             "context_length": summary.context_length,
             "pricing": {
@@ -144,9 +164,14 @@ async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
                 },
             },
         }
-        for summary in _services(request).registry.summaries()
-    ]
-    return {"object": "list", "data": data}
+        if entry is not None:
+            item |= {
+                "family": entry.family,
+                "description": entry.description,
+                "modalities": entry.modalities.model_dump(),
+            }
+        data.append(item)
+    return {"object": "list", "catalogue_version": services.catalogue.version, "data": data}
 
 
 @get("/v1/models/{rest:path}")
@@ -161,7 +186,8 @@ async def model_endpoints(request: Request[Any, Any, Any], rest: str) -> dict[st
         raise ApiError(
             404, f"no node serves the model {model!r}", code="model_not_found", param="model"
         )
-    return {"object": "list", "model": model, "data": endpoints}
+    canonical = services.catalogue.current.network_id(model)
+    return {"object": "list", "model": canonical, "data": endpoints}
 
 
 @get("/v1/hub/info")
@@ -383,6 +409,7 @@ def create_app(services: Services) -> Litestar:
             healthz,
             node_hub,
             *APP_HANDLERS,
+            *CATALOGUE_HANDLERS,
         ],
         middleware=[RequestIdMiddleware],
         exception_handlers={

@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 from math import ceil
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from coordinator.tokens import TokenizerError, load_tokenizer
 from protocol import Job, ToolCallDelta, Usage
@@ -91,6 +91,7 @@ __all__ = [
     "MeteringSource",
     "TokenCounts",
     "TokenizerMap",
+    "TokenizerSource",
     "meter",
     "parse_tokenizer_map",
     "prompt_token_ceiling",
@@ -166,6 +167,12 @@ def _parse_entry(entry: str, position: int) -> tuple[str, Path]:
     if not path:
         raise InvalidTokenizerMap(f"{where}: no tokenizer.json path after '='")
     return model, Path(path).expanduser()
+
+
+class TokenizerSource(Protocol):
+    """Where billing finds a model's tokenizer (a :class:`TokenizerMap`, or the catalogue's)."""
+
+    def tokenizer_for(self, model: str) -> Path | None: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -31,7 +31,7 @@ import hashlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -61,8 +61,17 @@ __all__ = [
     "RouteLog",
     "RouteRecord",
     "Router",
+    "TaskRouteChoice",
+    "fingerprint_status",
     "provider_handle",
 ]
+
+
+def fingerprint_status(weights_hash: str | None, known: Sequence[str]) -> str:
+    """``matches``, ``mismatch`` (the catalogue knows other weights) or ``unknown``."""
+    if weights_hash is None or not known:
+        return "unknown"
+    return "matches" if weights_hash in known else "mismatch"
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -105,6 +114,14 @@ class RouteRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     served_by: str | None = None
     error: str | None = None
+
+    @property
+    def served_model(self) -> str | None:
+        """The network id of the model that served the request (a fallback model, maybe)."""
+        for attempt in reversed(self.attempts):
+            if attempt.node_id == self.served_by:
+                return attempt.model
+        return None
 
     def to_json(self) -> dict[str, Any]:
         d = self.decision
@@ -192,6 +209,16 @@ class RouteLog:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRouteChoice:
+    """Which task route (and version) a request used, and the rule that chose its models."""
+
+    name: str
+    version: int
+    rule: str
+    owner: Literal["account", "app"]
+
+
 @dataclass
 class RouteInput:
     """What the API layer hands the dispatcher for one request; the dispatcher fills the rest."""
@@ -199,6 +226,8 @@ class RouteInput:
     prefs: RoutingPreferences
     request: RouteRequest
     request_id: str = ""
+    task_route: TaskRouteChoice | None = None
+    """The task route and rule that chose the models, for ``model: "route:NAME"``."""
     attempts: int = 0
     hedged: bool = False
     """A second node was raced against a late first one."""
@@ -475,8 +504,12 @@ class Router:
     # --- views ----------------------------------------------------------------------------------
 
     def endpoints(self, model: str) -> list[dict[str, Any]]:
-        """Per-node offers for ``model`` (public: prices, measurements, uptime, reputation)."""
+        """Per-node offers for ``model``, any spelling of it (public: prices, measurements,
+        uptime, reputation; the node's own name for the model and whether its weights'
+        fingerprint is one the catalogue knows)."""
         now = self.clock()
+        entry = self.registry.catalogue.resolve(model)
+        model = entry.id if entry is not None else model
         rows: list[dict[str, Any]] = []
         for node in sorted(self.registry.all(), key=lambda n: n.node_id):
             offer = node.offers.get(model)
@@ -488,6 +521,10 @@ class Router:
                 {
                     "node": node.node_id,
                     "provider": provider_handle(node.provider_account_id),
+                    "served_as": offer.model,
+                    "fingerprint": fingerprint_status(
+                        offer.weights_hash, entry.fingerprints if entry is not None else ()
+                    ),
                     "pricing": {
                         "unit": "micro-USD per 1M tokens",
                         "input": offer.price_input_micro_usd_per_1m,

@@ -1,9 +1,10 @@
 """Running the coordinator: identity, database, hub, app and the ASGI server in one process.
 
 ``serve(settings)`` migrates the database, loads (or creates) the coordinator's Ed25519 key,
-builds the services, and serves HTTP and the node hub with uvicorn until SIGINT/SIGTERM. A
-background sweep closes live sessions of node keys revoked in the database (for example by
-``shareai admin`` from another process).
+loads the model catalogue (storing the starter set on first start), builds the services, and
+serves HTTP and the node hub with uvicorn until SIGINT/SIGTERM. Background tasks close live
+sessions of node keys revoked in the database (for example by ``shareai admin`` from another
+process) and pick up catalogue changes made elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from coordinator.api.accounts_gateway import DatabaseAccounts
 from coordinator.api.apps import DatabaseAppTerms
 from coordinator.app import Services, create_app
 from coordinator.billing import Billing, BillingSettings, CreditGate
+from coordinator.catalogue import LiveCatalogue, ModelTokenizers, ensure_catalogue
 from coordinator.db import create_engine, create_session_factory, migrate
 from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import HubSettings, NodeHub
@@ -64,9 +66,14 @@ async def serve(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     sessions = create_session_factory(engine)
     accounts = DatabaseAccounts(sessions, identity.public_key)
-    tokenizers = settings.tokenizer_map
-    tokenizers.validate()  # a missing or broken tokenizer.json stops the start, not a request
+    overrides = settings.tokenizer_map
+    overrides.validate()  # a missing or broken tokenizer.json stops the start, not a request
+    version, starting_catalogue = await ensure_catalogue(sessions)
+    catalogue = LiveCatalogue(starting_catalogue, version)
+    tokenizers = ModelTokenizers(overrides)
+    catalogue.listen(tokenizers.update)
     registry = NodeRegistry()
+    catalogue.listen(registry.use_catalogue)
     session_config = SessionConfig(handshake_timeout_ms=settings.handshake_timeout_ms)
     hub = NodeHub(
         identity,
@@ -91,6 +98,8 @@ async def serve(settings: Settings) -> None:
             billing=billing,
             app_terms=DatabaseAppTerms(sessions),
             max_surcharge_bps=settings.max_surcharge_bps,
+            catalogue=catalogue,
+            tokenizers=tokenizers,
         )
     )
     config = uvicorn.Config(
@@ -113,10 +122,11 @@ async def serve(settings: Settings) -> None:
     )
     sweep = asyncio.create_task(_sweep_revocations(hub, accounts))
     flusher = asyncio.create_task(gate.run())
+    watcher = asyncio.create_task(catalogue.watch(sessions, settings.catalogue_refresh_s))
     try:
         await server.serve()
     finally:
-        for task in (sweep, flusher):
+        for task in (sweep, flusher, watcher):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -15,6 +15,8 @@ variables, then defaults. Paths that are not given are derived from ``data_dir``
     tokenizers            "" (MODEL=PATH/tokenizer.json,...)           SHAREAI_TOKENIZERS
     credit_lease_usd      "1" (reserved per customer per lease)        SHAREAI_CREDIT_LEASE_USD
     max_surcharge_percent "20" (cap on Builder surcharges)             SHAREAI_MAX_SURCHARGE_PERCENT
+    catalogue_refresh_s   2.0 (how soon other writers' catalogue       SHAREAI_CATALOGUE_REFRESH_S
+                          changes apply here)
 
 :func:`load_settings` raises :class:`SettingsError`, one line naming each bad setting; building
 :class:`Settings` directly raises pydantic's ``ValidationError``.
@@ -67,6 +69,9 @@ class Settings(BaseModel):
     tokenizers: str = ""
     credit_lease_usd: str = "1"
     max_surcharge_percent: str = "20"
+    # The model catalogue (docs/routing.md): changes made by `shareai admin catalogue` or by
+    # another replica apply here within this many seconds (this process's own API: at once).
+    catalogue_refresh_s: float = Field(default=2.0, ge=0.1, le=3600)
 
     @field_validator("max_surcharge_percent")
     @classmethod
@@ -147,6 +152,7 @@ _ENV_FIELDS = (
     "tokenizers",
     "credit_lease_usd",
     "max_surcharge_percent",
+    "catalogue_refresh_s",
 )
 
 

@@ -23,7 +23,6 @@ surcharge version a request through an app-scoped key is billed at.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +30,7 @@ from litestar import Request, delete, get, patch, post
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from coordinator.api.bodies import read_json_object
 from coordinator.api.context import Caller, Services, caller_of, services_of
 from coordinator.api.errors import ApiError
 from coordinator.apps import (
@@ -107,24 +107,7 @@ def _sessions(services: Services) -> async_sessionmaker[AsyncSession]:
 
 async def _json_object(request: Request[Any, Any, Any], allowed: frozenset[str]) -> dict[str, Any]:
     """The body as a JSON object with only ``allowed`` keys; decimals stay exact (Decimal)."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(
-            400, f"request body is not valid JSON: {error}", code="invalid_json"
-        ) from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
-    unknown = sorted(data.keys() - allowed)
-    if unknown:
-        raise ApiError(
-            400,
-            f"unrecognized request argument: {unknown[0]}",
-            code="unsupported_parameter",
-            param=unknown[0],
-        )
-    return data
+    return await read_json_object(request, allowed)
 
 
 def _required(data: dict[str, Any], name: str) -> object:

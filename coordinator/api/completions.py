@@ -20,7 +20,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from litestar.response import Response, Stream
@@ -28,6 +28,7 @@ from litestar.response import Response, Stream
 from coordinator.api.errors import ApiError, error_body
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest
 from coordinator.billing import Answer, Ticket, cost_json
+from coordinator.catalogue import Catalogue
 from coordinator.hub.dispatch import (
     DeadlineExceeded,
     Dispatcher,
@@ -51,9 +52,22 @@ from protocol import (
     ToolCallDelta,
     decode_tool_call_deltas,
 )
-from scheduler import InvalidPreferences, RouteRequest, parse_routing_preferences
+from scheduler import (
+    InvalidPreferences,
+    RouteRequest,
+    RoutingPreferences,
+    parse_routing_preferences,
+)
 
-__all__ = ["CompletionSettings", "build_job", "estimate_prompt_tokens", "respond", "route_input"]
+__all__ = [
+    "CompletionSettings",
+    "build_job",
+    "estimate_prompt_tokens",
+    "name_models",
+    "respond",
+    "route_input",
+    "task_route_headers",
+]
 
 _KEEPALIVE = b": keep-alive\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -137,6 +151,15 @@ def route_input(
     return RouteInput(prefs, request)
 
 
+def name_models(prefs: RoutingPreferences, catalogue: Catalogue) -> RoutingPreferences:
+    """``prefs`` with every model named by its network id (an alias becomes the canonical id)."""
+    model = catalogue.network_id(prefs.model)
+    models = tuple(catalogue.network_id(m) for m in prefs.models)
+    if model == prefs.model and models == prefs.models:
+        return prefs
+    return replace(prefs, model=model, models=models)
+
+
 def _as_api_error(error: DispatchError) -> ApiError:
     if isinstance(error, UnknownModel):
         return ApiError(404, str(error), code="model_not_found", param="model")
@@ -203,6 +226,13 @@ class _Shape:
         self.id = ("chatcmpl-" if chat else "cmpl-") + job.job_id.removeprefix("job_")
         self.model = job.model
         self.created = int(time.time())
+
+    def served(self, routing: RouteInput | None) -> None:
+        """Name the model that actually serves (a fallback of a list or a task route)."""
+        record = routing.record if routing is not None else None
+        model = record.served_model if record is not None else None
+        if model is not None:
+            self.model = model
 
     def _envelope(self, streaming: bool) -> dict[str, Any]:
         kind = "chat.completion" if self.chat else "text_completion"
@@ -412,7 +442,7 @@ async def respond(
     if routing is not None:
         stream_headers.update(_routing_headers(routing))
     return Stream(
-        _sse_stream(events, first, shape, include_usage, settings, meter=meter),
+        _sse_stream(events, first, shape, include_usage, settings, meter=meter, routing=routing),
         media_type="text/event-stream",
         headers=stream_headers,
     )
@@ -422,7 +452,21 @@ def _routing_headers(routing: RouteInput) -> dict[str, str]:
     headers = {"x-shareai-attempts": str(routing.attempts)}
     if routing.hedged:
         headers["x-shareai-hedged"] = "true"
+    served = routing.record.served_model if routing.record is not None else None
+    if served is not None:
+        headers["x-shareai-model"] = served
     return headers
+
+
+def task_route_headers(routing: RouteInput) -> dict[str, str]:
+    """``x-shareai-route`` (``NAME@vVERSION``) and ``x-shareai-route-rule`` for a routed request."""
+    choice = routing.task_route
+    if choice is None:
+        return {}
+    return {
+        "x-shareai-route": f"{choice.name}@v{choice.version}",
+        "x-shareai-route-rule": choice.rule,
+    }
 
 
 async def _whole_response(
@@ -437,6 +481,7 @@ async def _whole_response(
     try:
         async for node_id, event in events:
             headers["x-shareai-node"] = node_id
+            shape.served(routing)
             if routing is not None:
                 headers.update(_routing_headers(routing))
             if isinstance(event, Chunk):
@@ -502,6 +547,7 @@ async def _sse_stream(
     settings: CompletionSettings,
     *,
     meter: _Delivery,
+    routing: RouteInput | None,
 ) -> AsyncIterator[bytes]:
     sent_first = False
     pending: asyncio.Future[tuple[str, Output]] | None = first
@@ -523,6 +569,8 @@ async def _sse_stream(
                 yield _sse(error_body(api_error.status, api_error.message, api_error.code, None))
                 break
             pending = None
+            if not sent_first:
+                shape.served(routing)
             frames, finished = _render(
                 node_id, event, shape, include_usage, meter, first=not sent_first
             )

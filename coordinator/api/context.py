@@ -17,6 +17,7 @@ from coordinator.api.completions import CompletionSettings
 from coordinator.api.errors import ApiError
 from coordinator.apps import DEFAULT_MAX_SURCHARGE_BPS
 from coordinator.billing import AppTerms, Billing
+from coordinator.catalogue import LiveCatalogue, ModelTokenizers
 from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import NodeHub
 from coordinator.hub.nodes import NodeRegistry
@@ -78,6 +79,10 @@ class Services:
     """The Builder app terms of an app-scoped key (apps wiring); ``None``: no apps."""
     max_surcharge_bps: int = DEFAULT_MAX_SURCHARGE_BPS
     """The operator's maximum Builder surcharge, basis points of the provider price."""
+    catalogue: LiveCatalogue = field(default_factory=LiveCatalogue)
+    """The model catalogue in force (the registry names offers through it)."""
+    tokenizers: ModelTokenizers | None = None
+    """Which models the coordinator counts tokens for (shown in the catalogue)."""
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

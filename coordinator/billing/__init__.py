@@ -31,8 +31,14 @@ from coordinator.billing.gate import (
     generation_json,
 )
 from coordinator.ledger import Pricing, charge_for, credits_for, hold_amount_for
-from coordinator.metering import TokenizerMap, meter, prompt_token_ceiling, tool_calls_text
-from coordinator.routing import Router
+from coordinator.metering import (
+    TokenizerMap,
+    TokenizerSource,
+    meter,
+    prompt_token_ceiling,
+    tool_calls_text,
+)
+from coordinator.routing import Router, TaskRouteChoice
 from protocol import Done, Job, ToolCallDelta
 from scheduler import RouteDecision
 
@@ -56,7 +62,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class BillingSettings:
     platform_fee_bps: int = 500
-    tokenizers: TokenizerMap = field(default_factory=TokenizerMap)
+    tokenizers: TokenizerSource = field(default_factory=TokenizerMap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,9 @@ class Ticket:
     api_key_id: str | None
     app: AppTerms | None
     decision: RouteDecision
+    requested_model: str | None = None
+    """What the request named (an alias, ``route:NAME``) when it differs from the model."""
+    task_route: TaskRouteChoice | None = None
     started_s: float = field(default_factory=time.monotonic)
     first_output_s: float | None = None
     record: GenerationRecord | None = None
@@ -162,6 +171,8 @@ class Billing:
         customer_account_id: str,
         api_key_id: str | None,
         app: AppTerms | None,
+        requested_model: str | None = None,
+        task_route: TaskRouteChoice | None = None,
     ) -> Ticket:
         """Reserve the worst case; raises :class:`InsufficientCredits`."""
         amount = self.worst_case(job, decision, app)
@@ -176,6 +187,8 @@ class Billing:
             api_key_id,
             app,
             decision,
+            requested_model=requested_model,
+            task_route=task_route,
         )
 
     def charge(self, ticket: Ticket, answer: Answer) -> GenerationRecord | None:
@@ -212,7 +225,7 @@ class Billing:
             state.price_input_micro_usd_per_1m, state.price_output_micro_usd_per_1m, ticket.app
         )
         charge = charge_for(pricing, metered.prompt_tokens, metered.completion_tokens)
-        app = ticket.app
+        app, route = ticket.app, ticket.task_route
         now_s = time.monotonic()
         record = GenerationRecord(
             id=ticket.generation_id,
@@ -253,6 +266,10 @@ class Billing:
                 builder_account_id=app.builder_account_id if app is not None else None,
             ),
             receipt_signature=done.receipt_signature if done is not None else None,
+            requested_model=(ticket.requested_model if ticket.requested_model != model else None),
+            route=route.name if route is not None else None,
+            route_version=route.version if route is not None else None,
+            route_rule=route.rule if route is not None else None,
         )
         self.gate.settle(ticket.reservation, record)
         return record

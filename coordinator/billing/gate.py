@@ -116,6 +116,10 @@ class GenerationRecord:
     receipt_signature: bytes | None = None
     lease_hold_id: str = ""
     posted: bool = False
+    requested_model: str | None = None
+    route: str | None = None
+    route_version: int | None = None
+    route_rule: str | None = None
 
     def to_row(self) -> Generation:
         fields = {
@@ -143,6 +147,12 @@ def generation_json(row: Generation, *, posted: bool = True) -> dict[str, Any]:
         "request_id": row.request_id,
         "created_at_ms": row.created_at_ms,
         "model": row.model,
+        "requested_model": row.requested_model or row.model,
+        "route": (
+            {"name": row.route, "version": row.route_version, "rule": row.route_rule}
+            if row.route is not None
+            else None
+        ),
         "node": row.node_id,
         "app_id": row.app_id,
         "outcome": row.outcome,

@@ -42,6 +42,12 @@ class Generation(Base):
     node_id: Mapped[str] = mapped_column(String(64))
     provider_account_id: Mapped[str] = mapped_column(String(40))
     model: Mapped[str] = mapped_column(String(256))
+    """The model that served the request: its canonical catalogue id, or its own name."""
+    requested_model: Mapped[str | None] = mapped_column(String(300))
+    """What the request asked for (an alias, a ``route:NAME``), when it differs from ``model``."""
+    route: Mapped[str | None] = mapped_column(String(64))
+    route_version: Mapped[int | None] = mapped_column(Integer)
+    route_rule: Mapped[str | None] = mapped_column(String(64))
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     ttft_ms: Mapped[int | None] = mapped_column(BigInteger)
     total_ms: Mapped[int] = mapped_column(BigInteger)

@@ -287,12 +287,14 @@ class _Search:
                 continue
             self.routing.attempts += 1
             model = candidate.state.model
+            offer = node.offers.get(model)
+            local = offer.model if offer is not None else model  # the node's own name for it
             job = (
                 self.job
-                if model == self.job.model
-                else self.job.model_copy(update={"model": model})
+                if local == self.job.model
+                else self.job.model_copy(update={"model": local})
             )
-            attempt = _Attempt(node, job)
+            attempt = _Attempt(node, job, model)
             entry = AttemptRecord(node.node_id, model, "running", hedge=hedge)
             self.record.attempts.append(entry)
             racer = _Racer(
@@ -434,13 +436,14 @@ def _failover_or_reject(failed: Failed) -> str | JobRejected:
 
 
 class _Attempt:
-    """One job on one node."""
+    """One job on one node; ``model`` is the network id, ``job.model`` the node's own name."""
 
-    def __init__(self, node: LiveNode, job: Job) -> None:
+    def __init__(self, node: LiveNode, job: Job, model: str) -> None:
         self.node = node
         self.job = job
+        self.model = model
         self.finished = False
-        node.in_flight[job.model] = node.in_flight.get(job.model, 0) + 1
+        node.in_flight[model] = node.in_flight.get(model, 0) + 1
         self.stream = node.link.open_job(job.job_id)
 
     def _remaining_s(self) -> float:
@@ -510,7 +513,8 @@ class _Attempt:
                 return
 
     async def release(self) -> None:
-        model = self.job.model
+        # A catalogue change while the job ran may have re-named the model on this node.
+        model = self.node.key_of(self.job.model) or self.model
         self.node.in_flight[model] = max(0, self.node.in_flight.get(model, 0) - 1)
         if self.finished:
             self.node.link.finish_job(self.job.job_id)

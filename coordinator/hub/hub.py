@@ -175,9 +175,9 @@ class NodeHub:
             if isinstance(message, Heartbeat):
                 node.heartbeat = message
             elif isinstance(message, Offers):
-                self.registry.set_offers(node, {offer.model: offer for offer in message.offers})
+                self.registry.set_offers(node, message.offers)
             elif isinstance(message, Drain):
-                self.registry.set_offers(node, {})  # no new jobs; running ones finish
+                self.registry.set_offers(node, [])  # no new jobs; running ones finish
             elif isinstance(message, (JobAccepted, JobRefused, Chunk, Done, Failed)) and (
                 not node.link.route(message)
             ):

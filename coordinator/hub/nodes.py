@@ -10,12 +10,14 @@ websocket write lock are needed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from coordinator.catalogue import Catalogue
 from protocol import (
     Cancel,
     Chunk,
@@ -40,6 +42,8 @@ __all__ = [
     "NodeRegistry",
     "RegistryListener",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +139,12 @@ class NodeLink:
 
 @dataclass
 class LiveNode:
-    """A connected, admitted node."""
+    """A connected, admitted node.
+
+    ``offers`` and ``in_flight`` are keyed by the model's network id (its canonical catalogue
+    id, or its own name when uncatalogued); each offer keeps the node's own name for the model
+    in ``Offer.model``, which is what a job sent to the node names.
+    """
 
     node_id: str
     provider_account_id: str
@@ -149,12 +158,21 @@ class LiveNode:
     heartbeat: Heartbeat | None = None
     heartbeat_interval_s: float = 15.0
     in_flight: dict[str, int] = field(default_factory=dict)
+    announced: tuple[Offer, ...] = ()
+    """The offers as the node sent them (``offers`` is them named through the catalogue)."""
 
     def free_slots(self, model: str) -> int:
         offer = self.offers.get(model)
         if offer is None:
             return 0
         return offer.max_concurrency - self.in_flight.get(model, 0)
+
+    def key_of(self, local_name: str) -> str | None:
+        """The network id under which this node now offers its model ``local_name``."""
+        for key, offer in self.offers.items():
+            if offer.model == local_name:
+                return key
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +184,8 @@ class ModelSummary:
     min_price_output_micro_usd_per_1m: int
     median_price_input_micro_usd_per_1m: int
     median_price_output_micro_usd_per_1m: int
+    served_as: tuple[str, ...] = ()
+    """The names the nodes' own servers use for the model, sorted."""
 
 
 class RegistryListener(Protocol):
@@ -186,11 +206,14 @@ class NodeRegistry:
     """The live network, as the dispatcher and the models endpoint see it.
 
     ``version`` changes whenever a node joins or leaves or a node's offers change, so a view
-    built from the registry knows when it is out of date.
+    built from the registry knows when it is out of date. Offers are named through the model
+    catalogue (:meth:`use_catalogue`): nodes that call one model differently serve it under one
+    network id, and a catalogue change re-names every live offer at once.
     """
 
     def __init__(self) -> None:
         self._nodes: dict[str, LiveNode] = {}
+        self.catalogue = Catalogue()
         self._listeners: list[RegistryListener] = []
         self.version = 0
         self.lookup = self._nodes.get
@@ -205,8 +228,46 @@ class NodeRegistry:
     def get(self, node_id: str) -> LiveNode | None:
         return self._nodes.get(node_id)
 
+    def key_offers(self, offers: Iterable[Offer]) -> dict[str, Offer]:
+        """``offers`` keyed by network id, context lengths capped at the catalogue's.
+
+        Two of one node's names for one model (``llama3.1:8b`` and its Hugging Face id) are one
+        offer: the first listed is kept.
+        """
+        keyed: dict[str, Offer] = {}
+        for offer in offers:
+            entry = self.catalogue.resolve(offer.model)
+            key = offer.model if entry is None else entry.id
+            if key in keyed:
+                logger.info("offer %r duplicates %r as %s", offer.model, keyed[key].model, key)
+                continue
+            if entry is not None and offer.context_length > entry.context_length:
+                keyed[key] = offer.model_copy(update={"context_length": entry.context_length})
+            else:
+                keyed[key] = offer
+        return keyed
+
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        """Name every offer through ``catalogue`` from now on (a LiveCatalogue listener)."""
+        self.catalogue = catalogue
+        for node in list(self._nodes.values()):
+            old_keys = {offer.model: key for key, offer in node.offers.items()}
+            offers = self.key_offers(node.announced)
+            renamed = set(old_keys.values())
+            # Jobs of models no longer offered (a draining node) keep their counts as they are.
+            in_flight = {k: n for k, n in node.in_flight.items() if k not in renamed}
+            for key, offer in offers.items():
+                old_key = old_keys.get(offer.model)
+                count = node.in_flight.get(old_key, 0) if old_key is not None else 0
+                if count:
+                    in_flight[key] = count
+            node.in_flight = in_flight
+            self.set_offers(node, node.announced)
+
     def add(self, node: LiveNode) -> LiveNode | None:
         """Register ``node``; returns the previous session of the same node, if any."""
+        node.announced = tuple(node.offers.values())
+        node.offers = self.key_offers(node.announced)
         previous = self._nodes.get(node.node_id)
         self._nodes[node.node_id] = node
         self.version += 1
@@ -221,9 +282,10 @@ class NodeRegistry:
             for listener in self._listeners:
                 listener.node_removed(node)
 
-    def set_offers(self, node: LiveNode, offers: dict[str, Offer]) -> None:
+    def set_offers(self, node: LiveNode, offers: Iterable[Offer]) -> None:
         """Replace what ``node`` serves (an Offers update, or nothing at all while it drains)."""
-        node.offers = offers
+        node.announced = tuple(offers)
+        node.offers = self.key_offers(node.announced)
         self.version += 1
         for listener in self._listeners:
             listener.node_offers_changed(node)
@@ -259,6 +321,7 @@ class NodeRegistry:
                     min_price_output_micro_usd_per_1m=min(outputs),
                     median_price_input_micro_usd_per_1m=int(statistics.median_low(inputs)),
                     median_price_output_micro_usd_per_1m=int(statistics.median_low(outputs)),
+                    served_as=tuple(sorted({o.model for o in offers})),
                 )
             )
         return summaries

@@ -168,7 +168,7 @@ def test_offers_and_departures_reach_the_snapshot() -> None:
     node_a, node_b = live("nd_a"), live("nd_b")
     r, _ = router(node_a, node_b)
     assert len(r.snapshot().candidates(MODEL)) == 2
-    r.registry.set_offers(node_a, {})  # draining
+    r.registry.set_offers(node_a, [])  # draining
     assert [s.node_id for s in r.snapshot().candidates(MODEL)] == ["nd_b"]
     r.registry.remove(node_b)
     assert r.snapshot().candidates(MODEL) == ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from coordinator.db.catalogue import CatalogueVersion, TaskRouteVersion  # noqa: F401 - tables
 from coordinator.db.generations import Generation  # noqa: F401 - registers its table
 from coordinator.db.models import Base
 

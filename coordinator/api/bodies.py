@@ -1,0 +1,42 @@
+"""Reading request bodies: JSON with clear, OpenAI-style errors."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from litestar import Request
+
+from coordinator.api.errors import ApiError
+
+__all__ = ["read_json", "read_json_object"]
+
+
+async def read_json(request: Request[Any, Any, Any]) -> Any:
+    """The body as JSON (decimals stay exact: Decimal); 400 ``invalid_json`` when it is not."""
+    raw = await request.body()
+    try:
+        return json.loads(raw, parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(
+            400, f"request body is not valid JSON: {error}", code="invalid_json"
+        ) from None
+
+
+async def read_json_object(
+    request: Request[Any, Any, Any], allowed: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The body as a JSON object, with only ``allowed`` keys when given."""
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    unknown = sorted(data.keys() - allowed) if allowed is not None else []
+    if unknown:
+        raise ApiError(
+            400,
+            f"unrecognized request argument: {unknown[0]}",
+            code="unsupported_parameter",
+            param=unknown[0],
+        )
+    return data
