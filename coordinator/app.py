@@ -19,7 +19,13 @@ from sqlalchemy import select
 
 from coordinator.api.apps import APP_HANDLERS
 from coordinator.api.catalogue import CATALOGUE_HANDLERS
-from coordinator.api.completions import build_job, name_models, respond, route_input
+from coordinator.api.completions import (
+    build_job,
+    name_models,
+    respond,
+    route_input,
+    task_route_headers,
+)
 from coordinator.api.context import AccountsGateway, Caller, Services, caller_of, services_of
 from coordinator.api.errors import (
     ApiError,
@@ -29,6 +35,7 @@ from coordinator.api.errors import (
 )
 from coordinator.api.middleware import RequestIdMiddleware, request_id_of
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
+from coordinator.api.task_routes import TASK_ROUTE_HANDLERS, apply_task_route
 from coordinator.billing import InsufficientCredits, Ticket, generation_json
 from coordinator.db.generations import Generation
 from coordinator.hub.hub import PeerGone
@@ -62,8 +69,9 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
     job = build_job(body, services.completion)
     routing = route_input(body, job, caller.account_id)
     routing.request_id = request_id_of(request.scope)
+    await apply_task_route(services, caller, body, job, routing)
     routing.prefs = name_models(routing.prefs, services.catalogue.current)
-    if routing.prefs.model != job.model:  # an alias, a :floor / :nitro suffix
+    if routing.prefs.model != job.model:  # a route, an alias, a :floor / :nitro suffix
         job = job.model_copy(update={"model": routing.prefs.model})
     ticket = await _open_ticket(services, caller, job, routing, chat=chat, requested=body.model)
     return await respond(
@@ -73,7 +81,7 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         settings=services.completion,
-        headers={},
+        headers=task_route_headers(routing),
         routing=routing,
         ticket=ticket,
     )
@@ -410,6 +418,7 @@ def create_app(services: Services) -> Litestar:
             node_hub,
             *APP_HANDLERS,
             *CATALOGUE_HANDLERS,
+            *TASK_ROUTE_HANDLERS,
         ],
         middleware=[RequestIdMiddleware],
         exception_handlers={

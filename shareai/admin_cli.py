@@ -28,11 +28,11 @@ if TYPE_CHECKING:
     from coordinator.ledger import AccountBalances
 
 
-__all__ = ["ROLES", "register"]
+__all__ = ["ROLES", "AdminDatabase", "add_database_options", "register", "run_admin"]
 
 
 @dataclass(frozen=True, slots=True)
-class _Database:
+class AdminDatabase:
     """The migrated database a command works on."""
 
     url: str
@@ -54,66 +54,66 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     )
     commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
     migrate_command = commands.add_parser("migrate", help="create or upgrade the database schema")
-    _add_database_options(migrate_command)
-    migrate_command.set_defaults(handler=_run(_migrate))
+    add_database_options(migrate_command)
+    migrate_command.set_defaults(handler=run_admin(_migrate))
 
     create = commands.add_parser(
         "create-account", help="create an account and print its API key (shown only once)"
     )
-    _add_database_options(create, with_json=True)
+    add_database_options(create, with_json=True)
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", required=True, help="a name people will recognise")
     create.add_argument(
         "--credits", type=_usd, default=0, metavar="USD", help="starting credits, e.g. 25.00"
     )
-    create.set_defaults(handler=_run(_create_account))
+    create.set_defaults(handler=run_admin(_create_account))
 
     credit = commands.add_parser("add-credits", help="add USD credits to an account")
-    _add_database_options(credit, with_json=True)
+    add_database_options(credit, with_json=True)
     credit.add_argument("--account", required=True, metavar="ACCOUNT_ID")
     credit.add_argument("--usd", required=True, type=_usd, metavar="AMOUNT", help="e.g. 10.50")
-    credit.set_defaults(handler=_run(_add_credits))
+    credit.set_defaults(handler=run_admin(_add_credits))
 
     listing = commands.add_parser("list-accounts", help="list accounts and their balances")
-    _add_database_options(listing, with_json=True)
-    listing.set_defaults(handler=_run(_list_accounts))
+    add_database_options(listing, with_json=True)
+    listing.set_defaults(handler=run_admin(_list_accounts))
 
     revoke = commands.add_parser("revoke-key", help="revoke an API key")
-    _add_database_options(revoke, with_json=True)
+    add_database_options(revoke, with_json=True)
     revoke.add_argument(
         "--key-id",
         required=True,
         metavar="ID_OR_PREFIX",
         help="the key id (key_...) or the prefix shown in lists (sk-sai-XXXXXXXX)",
     )
-    revoke.set_defaults(handler=_run(_revoke_key))
+    revoke.set_defaults(handler=run_admin(_revoke_key))
 
     revoke_node = commands.add_parser(
         "revoke-node",
         help="revoke a node key for good; a running coordinator closes its session within seconds",
     )
-    _add_database_options(revoke_node, with_json=True)
+    add_database_options(revoke_node, with_json=True)
     revoke_node.add_argument("--node-id", required=True, help="the node id (nd_...)")
-    revoke_node.set_defaults(handler=_run(_revoke_node))
+    revoke_node.set_defaults(handler=run_admin(_revoke_node))
 
     ledger = commands.add_parser(
         "ledger", help="show the ledger's totals: customer credits, earnings, platform revenue"
     )
-    _add_database_options(ledger, with_json=True)
-    ledger.set_defaults(handler=_run(_ledger))
+    add_database_options(ledger, with_json=True)
+    ledger.set_defaults(handler=run_admin(_ledger))
 
     audit = commands.add_parser(
         "audit",
         help="check every ledger invariant; exit 1 and print each violation if any is broken",
     )
-    _add_database_options(audit, with_json=True)
-    audit.set_defaults(handler=_run(_audit))
+    add_database_options(audit, with_json=True)
+    audit.set_defaults(handler=run_admin(_audit))
 
     payouts = commands.add_parser(
         "payouts",
         help="pay Providers and Builders what they earned by the end of a month (once per month)",
     )
-    _add_database_options(payouts, with_json=True)
+    add_database_options(payouts, with_json=True)
     payouts.add_argument(
         "--period", required=True, type=_period, metavar="YYYY-MM", help="a month that is over"
     )
@@ -125,23 +125,27 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
         help="Providers younger than this at the month's end are paid with a later month"
         " (default: 30)",
     )
-    payouts.set_defaults(handler=_run(_payouts))
+    payouts.set_defaults(handler=run_admin(_payouts))
 
     statement = commands.add_parser(
         "statement",
         help="per Provider or Builder: requests, tokens, gross, fees and net for a month",
     )
-    _add_database_options(statement, with_json=True)
+    add_database_options(statement, with_json=True)
     statement.add_argument(
         "--period", required=True, type=_period, metavar="YYYY-MM", help="the month (UTC)"
     )
     statement.add_argument("--kind", choices=("provider", "builder"), default="provider")
     statement.add_argument("--account", metavar="ID", help="only this Provider or Builder")
     statement.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    statement.set_defaults(handler=_run(_statement))
+    statement.set_defaults(handler=run_admin(_statement))
+
+    from shareai import catalogue_cli  # noqa: PLC0415 - it imports this module's helpers
+
+    catalogue_cli.register(commands)
 
 
-def _add_database_options(parser: argparse.ArgumentParser, *, with_json: bool = False) -> None:
+def add_database_options(parser: argparse.ArgumentParser, *, with_json: bool = False) -> None:
     parser.add_argument(
         "--database-url",
         help="SQLAlchemy URL (sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB);"
@@ -184,8 +188,8 @@ def _fail(error: BaseException | str) -> int:
     return 1
 
 
-def _run(
-    body: Callable[[argparse.Namespace, _Database], Awaitable[int | None]],
+def run_admin(
+    body: Callable[[argparse.Namespace, AdminDatabase], Awaitable[int | None]],
 ) -> Callable[[argparse.Namespace], int]:
     """A handler: load settings, migrate, run ``body`` with a session factory, close the engine.
 
@@ -199,6 +203,7 @@ def _run(
         from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
         from coordinator.accounts import AccountsError  # noqa: PLC0415
+        from coordinator.catalogue import CatalogueError  # noqa: PLC0415
         from coordinator.db import (  # noqa: PLC0415
             InvalidDatabaseUrl,
             create_engine,
@@ -208,13 +213,13 @@ def _run(
         from coordinator.ledger import LedgerError  # noqa: PLC0415
         from coordinator.settings import SettingsError, load_settings  # noqa: PLC0415
 
-        failures = (AccountsError, LedgerError, InvalidDatabaseUrl, SQLAlchemyError)
+        failures = (AccountsError, CatalogueError, LedgerError, InvalidDatabaseUrl, SQLAlchemyError)
 
         async def main(database_url: str) -> int | None:
             await migrate(database_url)
             engine = create_engine(database_url)
             try:
-                return await body(args, _Database(database_url, create_session_factory(engine)))
+                return await body(args, AdminDatabase(database_url, create_session_factory(engine)))
             finally:
                 await engine.dispose()
 
@@ -260,13 +265,13 @@ def _account_fields(account: Account, balances: AccountBalances) -> dict[str, An
     }
 
 
-async def _migrate(_args: argparse.Namespace, database: _Database) -> None:
+async def _migrate(_args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.db import head_revision  # noqa: PLC0415
 
     print(f"database {_shown(database.url)} is at revision {head_revision()}")
 
 
-async def _create_account(args: argparse.Namespace, database: _Database) -> None:
+async def _create_account(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.accounts import create_account, key_display_prefix  # noqa: PLC0415
     from coordinator.ledger import account_balances  # noqa: PLC0415
 
@@ -281,7 +286,7 @@ async def _create_account(args: argparse.Namespace, database: _Database) -> None
         print("The API key is shown only this once: store it now.")
 
 
-async def _add_credits(args: argparse.Namespace, database: _Database) -> None:
+async def _add_credits(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.accounts import add_credits  # noqa: PLC0415
 
     async with database.sessions.begin() as session:
@@ -296,7 +301,7 @@ async def _add_credits(args: argparse.Namespace, database: _Database) -> None:
     _print(fields, as_json=args.json)
 
 
-async def _list_accounts(args: argparse.Namespace, database: _Database) -> None:
+async def _list_accounts(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.accounts import list_accounts  # noqa: PLC0415
     from coordinator.ledger import balances_by_account  # noqa: PLC0415
 
@@ -322,7 +327,7 @@ async def _list_accounts(args: argparse.Namespace, database: _Database) -> None:
         )
 
 
-async def _revoke_node(args: argparse.Namespace, database: _Database) -> None:
+async def _revoke_node(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.accounts import OPERATOR, revoke_node  # noqa: PLC0415
 
     async with database.sessions.begin() as session:
@@ -335,7 +340,7 @@ async def _revoke_node(args: argparse.Namespace, database: _Database) -> None:
     _print(fields, as_json=args.json)
 
 
-async def _revoke_key(args: argparse.Namespace, database: _Database) -> None:
+async def _revoke_key(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.accounts import revoke_key  # noqa: PLC0415
 
     async with database.sessions.begin() as session:
@@ -350,7 +355,7 @@ async def _revoke_key(args: argparse.Namespace, database: _Database) -> None:
     _print(fields, as_json=args.json)
 
 
-async def _ledger(args: argparse.Namespace, database: _Database) -> None:
+async def _ledger(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.ledger import ledger_totals  # noqa: PLC0415
 
     async with database.sessions.begin() as session:
@@ -364,7 +369,7 @@ async def _ledger(args: argparse.Namespace, database: _Database) -> None:
         )
 
 
-async def _audit(args: argparse.Namespace, database: _Database) -> int:
+async def _audit(args: argparse.Namespace, database: AdminDatabase) -> int:
     import time  # noqa: PLC0415
 
     from coordinator.billing.audit import generations_settled  # noqa: PLC0415
@@ -397,7 +402,7 @@ async def _audit(args: argparse.Namespace, database: _Database) -> int:
     return 1 if violations else 0
 
 
-async def _statement(args: argparse.Namespace, database: _Database) -> None:
+async def _statement(args: argparse.Namespace, database: AdminDatabase) -> None:
     from dataclasses import asdict  # noqa: PLC0415
 
     from coordinator.billing.statements import statement, to_csv  # noqa: PLC0415
@@ -428,7 +433,7 @@ async def _statement(args: argparse.Namespace, database: _Database) -> None:
         )
 
 
-async def _payouts(args: argparse.Namespace, database: _Database) -> None:
+async def _payouts(args: argparse.Namespace, database: AdminDatabase) -> None:
     from coordinator.ledger import PayoutStatus, pay_out_period  # noqa: PLC0415
 
     async with database.sessions.begin() as session:

@@ -41,7 +41,7 @@ MAX_OUTPUT_TOKENS = 131_072
 MAX_TOOLS = 128  # as OpenAI's API
 
 # Accepted by OpenAI but with no effect on the answer: accepted and ignored.
-_IGNORED = frozenset({"user", "metadata", "store", "service_tier"})
+_IGNORED = frozenset({"user", "store", "service_tier"})
 # Not carried by protocol v1 to the node: refused clearly rather than silently dropped.
 _NOT_SUPPORTED = {
     "functions": "functions are deprecated by OpenAI and not supported: use tools",
@@ -179,6 +179,17 @@ class _Sampling(_Strict):
     n: Literal[1] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    # OpenAI's request metadata (at most 16 pairs); task routes match its "task" and "tags".
+    metadata: (
+        Annotated[
+            dict[
+                Annotated[str, Field(min_length=1, max_length=64)],
+                Annotated[str, Field(max_length=512)],
+            ],
+            Field(max_length=16),
+        ]
+        | None
+    ) = None
     # Routing preferences: validated by scheduler.parse_routing_preferences (400 naming the field).
     provider: Any = None
     models: Any = None

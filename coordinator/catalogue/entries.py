@@ -49,6 +49,13 @@ Fingerprint = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9:_-]{8,136}$
 Modality = Literal["text", "image", "audio", "video", "file"]
 
 
+_PATTERN_HELP = {
+    "id": "use letters, digits and . _ / - only, starting with a letter or digit"
+    " (no spaces, no ':'), at most 256 characters",
+    "fingerprints": "8 to 136 characters of letters, digits and : _ -",
+}
+
+
 class CatalogueError(ValueError):
     """An entry or a catalogue that cannot be used; ``str()`` names the entry and the field."""
 
@@ -84,7 +91,10 @@ class CatalogueEntry(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or "entry"
-            raise CatalogueError(f"{where}: {field}: {first['msg']}") from None
+            message = first["msg"]
+            if first["type"] == "string_pattern_mismatch":
+                message = _PATTERN_HELP.get(field.split(".")[0], message)
+            raise CatalogueError(f"{where}: {field}: {message}") from None
 
     def spellings(self) -> Iterator[str]:
         """The id and every alias, as given."""
