@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from protocol import Identity, KeyFileError
-from shareai import admin_cli, coordinator_cli, local_network, node_cli
+from shareai import admin_cli, coordinator_cli, local_network, node_cli, routes_cli
 
 __all__ = ["main"]
 
@@ -69,6 +69,7 @@ def _build_parser() -> _Parser:
     coordinator_cli.register(commands)
     node_cli.register(commands)
     admin_cli.register(commands)
+    routes_cli.register(commands)
     return parser
 
 

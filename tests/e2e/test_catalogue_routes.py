@@ -9,6 +9,7 @@ live node.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from openai import NotFoundError, OpenAI
 
 from protocol import Identity
-from tests.e2e.network import Network, NodeProcess, network
+from tests.e2e.network import Network, NodeProcess, network, run_shareai
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
@@ -396,3 +397,37 @@ def wait_for_generation(net: Network, generation_id: str) -> dict[str, Any]:
             assert record.get("settled"), record
             return record
         time.sleep(0.2)
+
+
+def test_the_routes_cli_manages_routes_through_the_api(net: Network, tmp_path: Path) -> None:
+    connection = ("--coordinator", net.url, "--api-key", net.customer_key)
+    route_file = tmp_path / "faq.toml"
+    route_file.write_text(
+        'description = "short answers"\n'
+        "[[rules]]\n"
+        'name = "short"\n'
+        "when = { max_output_tokens = 64 }\n"
+        'models = ["qwen2.5:7b"]\n'
+        "[default]\n"
+        f'models = ["{LLAMA_8B}"]\n'
+    )
+    stored = run_shareai("routes", "put", "faq", str(route_file), *connection)
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["rules"][0]["name"] == "short"
+    listed = run_shareai("routes", "list", *connection)
+    assert "faq" in {route["name"] for route in json.loads(listed.stdout)["data"]}
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps({"prompt": "Q: capital of France? A:", "max_tokens": 16}))
+    dry = run_shareai("routes", "dry-run", "faq", str(sample), *connection)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["rule"] == "short"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"default": {"models": []}}))
+    refused = run_shareai("routes", "put", "faq", str(bad), *connection)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("shareai: error: ") and "(default.models)" in refused.stderr
+    missing = run_shareai("routes", "show", "nope", *connection)
+    assert missing.returncode == 1
+    assert "no route 'nope'" in missing.stderr
