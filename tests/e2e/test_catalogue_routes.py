@@ -427,7 +427,8 @@ def test_the_routes_cli_manages_routes_through_the_api(net: Network, tmp_path: P
     refused = run_shareai("routes", "put", "faq", str(bad), *connection)
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1
-    assert refused.stderr.startswith("shareai: error: ") and "(default.models)" in refused.stderr
+    assert refused.stderr.startswith("shareai: error: ")
+    assert "(default.models)" in refused.stderr
     missing = run_shareai("routes", "show", "nope", *connection)
     assert missing.returncode == 1
     assert "no route 'nope'" in missing.stderr
