@@ -122,8 +122,7 @@ async def _show(args: argparse.Namespace, database: AdminDatabase) -> None:
         print(json.dumps({"version": version, **entry.to_json()}))
         return
     for name, value in entry.to_json().items():
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
-        print(f"{name:<16}{shown}")
+        print(f"{name:<16}{_shown(value)}")
 
 
 async def _put(args: argparse.Namespace, database: AdminDatabase) -> None:
@@ -222,6 +221,14 @@ async def _history(args: argparse.Namespace, database: AdminDatabase) -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _shown(value: object) -> object:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):  # modalities
+        return "; ".join(f"{k}: {', '.join(v)}" for k, v in value.items())
+    return value
 
 
 async def _current(database: AdminDatabase) -> tuple[int, Catalogue]:

@@ -24,6 +24,7 @@ from coordinator.api.context import Services, caller_of, services_of
 from coordinator.api.errors import ApiError
 from coordinator.catalogue import (
     Catalogue,
+    CatalogueBusy,
     CatalogueChange,
     CatalogueEntry,
     CatalogueError,
@@ -134,14 +135,17 @@ async def put_catalogue_entry(request: Request[Any, Any, Any]) -> dict[str, Any]
                 code="invalid_catalogue_entry",
                 param="tokenizer",
             ) from None
-    existed = services.catalogue.current.get(model_id) is not None
-    version, catalogue = await _change(
-        services, lambda current: current.with_entry(entry), operator, f"put {model_id}"
-    )
+    existed: list[bool] = []
+
+    def change(current: Catalogue) -> Catalogue:
+        existed[:] = [current.get(model_id) is not None]  # in the version changed, not in ours
+        return current.with_entry(entry)
+
+    version, catalogue = await _change(services, change, operator, f"put {model_id}")
     return {
         "object": "catalogue.entry",
         "version": version,
-        "created": not existed,
+        "created": not existed[0],
         "entry": catalogue_entry_json(entry, services, with_tokenizer=True),
         "models": len(catalogue),
     }
@@ -178,6 +182,8 @@ async def _change(
         version, catalogue = await change_catalogue(
             _sessions(services), change, author=f"operator:{operator}", note=note
         )
+    except CatalogueBusy as error:
+        raise ApiError(503, str(error), code="catalogue_busy") from None
     except CatalogueError as error:
         raise ApiError(409, str(error), code="catalogue_conflict") from None
     services.catalogue.install(version, catalogue)

@@ -8,6 +8,7 @@
 
 from coordinator.catalogue.entries import (
     Catalogue,
+    CatalogueBusy,
     CatalogueEntry,
     CatalogueError,
     Modalities,
@@ -28,6 +29,7 @@ from coordinator.catalogue.tokenizers import ModelTokenizers, check_tokenizer, t
 
 __all__ = [
     "Catalogue",
+    "CatalogueBusy",
     "CatalogueChange",
     "CatalogueEntry",
     "CatalogueError",

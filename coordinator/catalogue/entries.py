@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 __all__ = [
     "Catalogue",
+    "CatalogueBusy",
     "CatalogueEntry",
     "CatalogueError",
     "Modalities",
@@ -58,6 +59,10 @@ _PATTERN_HELP = {
 
 class CatalogueError(ValueError):
     """An entry or a catalogue that cannot be used; ``str()`` names the entry and the field."""
+
+
+class CatalogueBusy(CatalogueError):
+    """Other writers kept changing the catalogue; the change was not stored (retry)."""
 
 
 class Modalities(BaseModel):

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coordinator.catalogue.entries import Catalogue, CatalogueError
+from coordinator.catalogue.entries import Catalogue, CatalogueBusy, CatalogueError
 from coordinator.db.catalogue import CatalogueVersion
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "starter_catalogue",
 ]
 
-_WRITE_ATTEMPTS = 5
+_WRITE_ATTEMPTS = 20
 
 CatalogueChange = Callable[[Catalogue], Catalogue]
 """Builds the new catalogue from the current one; may raise CatalogueError or KeyError."""
@@ -125,7 +125,7 @@ async def change_catalogue(
             return version + 1, updated
         except IntegrityError:
             continue  # another writer took this version: redo the change on top of theirs
-    raise CatalogueError("the catalogue is being changed by others; try again")
+    raise CatalogueBusy("the catalogue is being changed by others; try again")
 
 
 async def ensure_catalogue(

@@ -12,6 +12,7 @@ be any alias) and, unlike the catalogue, must load at start.
 from __future__ import annotations
 
 import logging
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,8 @@ __all__ = ["PACKAGE_PREFIX", "ModelTokenizers", "check_tokenizer", "tokenizer_fi
 logger = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "package:"
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+"""An absolute, dotted module name (no relative imports)."""
 
 
 def tokenizer_file(spec: str) -> Path:
@@ -31,12 +34,14 @@ def tokenizer_file(spec: str) -> Path:
     if not spec.startswith(PACKAGE_PREFIX):
         return Path(spec).expanduser()
     module, _, inner = spec.removeprefix(PACKAGE_PREFIX).partition("/")
-    if not module or not inner:
+    if not _MODULE.fullmatch(module) or not inner:
         raise TokenizerError(f"{spec}: write package:MODULE/path/to/tokenizer.json")
     try:
         root = resources.files(module)
     except ModuleNotFoundError:
         raise TokenizerError(f"{spec}: the package {module!r} is not installed") from None
+    except (ImportError, TypeError) as error:  # not a package, or it fails to import
+        raise TokenizerError(f"{spec}: {module!r} is not a usable package ({error})") from None
     return Path(str(root.joinpath(inner)))
 
 

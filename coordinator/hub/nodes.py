@@ -160,6 +160,8 @@ class LiveNode:
     in_flight: dict[str, int] = field(default_factory=dict)
     announced: tuple[Offer, ...] = ()
     """The offers as the node sent them (``offers`` is them named through the catalogue)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Each announced model name -> its network id (two names of one model share an id)."""
 
     def free_slots(self, model: str) -> int:
         offer = self.offers.get(model)
@@ -169,10 +171,7 @@ class LiveNode:
 
     def key_of(self, local_name: str) -> str | None:
         """The network id under which this node now offers its model ``local_name``."""
-        for key, offer in self.offers.items():
-            if offer.model == local_name:
-                return key
-        return None
+        return self.names.get(local_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,27 +246,32 @@ class NodeRegistry:
                 keyed[key] = offer
         return keyed
 
+    def _announce(self, node: LiveNode, offers: tuple[Offer, ...]) -> None:
+        node.announced = offers
+        node.offers = self.key_offers(offers)
+        node.names = {offer.model: self.catalogue.network_id(offer.model) for offer in offers}
+
     def use_catalogue(self, catalogue: Catalogue) -> None:
         """Name every offer through ``catalogue`` from now on (a LiveCatalogue listener)."""
         self.catalogue = catalogue
         for node in list(self._nodes.values()):
-            old_keys = {offer.model: key for key, offer in node.offers.items()}
-            offers = self.key_offers(node.announced)
-            renamed = set(old_keys.values())
-            # Jobs of models no longer offered (a draining node) keep their counts as they are.
-            in_flight = {k: n for k, n in node.in_flight.items() if k not in renamed}
-            for key, offer in offers.items():
-                old_key = old_keys.get(offer.model)
-                count = node.in_flight.get(old_key, 0) if old_key is not None else 0
-                if count:
-                    in_flight[key] = count
+            old_names = node.names
+            self._announce(node, node.announced)
+            # Running jobs follow their model to its new key; two offers merged into one add
+            # up. Jobs of models no longer offered (a draining node) keep their keys.
+            moved = {
+                old: node.names[local] for local, old in old_names.items() if local in node.names
+            }
+            in_flight: dict[str, int] = {}
+            for key, count in node.in_flight.items():
+                new_key = moved.get(key, key)
+                in_flight[new_key] = in_flight.get(new_key, 0) + count
             node.in_flight = in_flight
-            self.set_offers(node, node.announced)
+            self._offers_changed(node)
 
     def add(self, node: LiveNode) -> LiveNode | None:
         """Register ``node``; returns the previous session of the same node, if any."""
-        node.announced = tuple(node.offers.values())
-        node.offers = self.key_offers(node.announced)
+        self._announce(node, tuple(node.offers.values()))
         previous = self._nodes.get(node.node_id)
         self._nodes[node.node_id] = node
         self.version += 1
@@ -284,8 +288,10 @@ class NodeRegistry:
 
     def set_offers(self, node: LiveNode, offers: Iterable[Offer]) -> None:
         """Replace what ``node`` serves (an Offers update, or nothing at all while it drains)."""
-        node.announced = tuple(offers)
-        node.offers = self.key_offers(node.announced)
+        self._announce(node, tuple(offers))
+        self._offers_changed(node)
+
+    def _offers_changed(self, node: LiveNode) -> None:
         self.version += 1
         for listener in self._listeners:
             listener.node_offers_changed(node)
