@@ -1,8 +1,9 @@
 """Task routes in the database: named, versioned, owned by an account or a Builder app.
 
 The rule language is :mod:`scheduler.task_routes` (pure); this module stores its documents in
-``task_route_versions`` (append-only, :mod:`coordinator.db.catalogue`). Saving a route appends
-the next version of its name; deleting appends a version with no document. The highest version
+``task_route_versions`` (append-only, :mod:`coordinator.db.catalogue`). Saving a changed route
+appends the next version of its name (saving it unchanged appends nothing); deleting appends a
+version with no document. The highest version
 of a name is the one in force, so a change applies to requests that start after it, and a
 request records the version it used. Two writers of one name race on the primary key; the loser
 retries on top of the winner.
@@ -170,6 +171,8 @@ async def _append(
                 live = latest is not None and latest.document is not None
                 if document is None and not live:
                     return None
+                if latest is not None and document is not None and latest.document == document:
+                    return _stored(latest)  # unchanged: no new version
                 if document is not None and not live:
                     await _check_room(session, owner)
                 row = TaskRouteVersion(

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     """Add the ``admin`` command group to the ``shareai`` command's subparsers."""
     admin = subparsers.add_parser(
         "admin",
-        help="operator commands: migrate, accounts and credits, keys and nodes, ledger audit",
+        help="operator commands: migrate, accounts and credits, keys and nodes, ledger audit,"
+        " model catalogue",
         description="Operator commands against the coordinator's database.",
     )
     commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")

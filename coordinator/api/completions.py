@@ -459,13 +459,15 @@ def _routing_headers(routing: RouteInput) -> dict[str, str]:
 
 
 def task_route_headers(routing: RouteInput) -> dict[str, str]:
-    """``x-shareai-route`` (``NAME@vVERSION``) and ``x-shareai-route-rule`` for a routed request."""
+    """``x-shareai-route`` (``NAME@vVERSION``), ``x-shareai-route-rule`` and
+    ``x-shareai-route-owner`` (``account`` or ``app``) for a request sent to a task route."""
     choice = routing.task_route
     if choice is None:
         return {}
     return {
         "x-shareai-route": f"{choice.name}@v{choice.version}",
         "x-shareai-route-rule": choice.rule,
+        "x-shareai-route-owner": choice.owner,
     }
 
 

@@ -99,13 +99,7 @@ async def apply_task_route(
     name = route_name(routing.prefs.model)
     if name is None:
         return
-    if body.models is not None:
-        raise ApiError(
-            400,
-            "a request to a route cannot also name fallback models: the route's rules list them",
-            code="invalid_value",
-            param="models",
-        )
+    _refuse_fallback_models(body)
     stored = await _route_for_request(services, caller, name)
     assert stored.route is not None  # a route in force has a document
     match = match_task_route(stored.route, request_features(body, job))
@@ -114,13 +108,26 @@ async def apply_task_route(
 
 
 def _merged_provider(rule: Rule, body: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
-    provider = dict(rule.provider_json)
+    """The rule's ``provider`` object, overridden key by key by the request's own choices:
+    a ``:floor`` / ``:nitro`` suffix on ``route:NAME``, then the request's ``provider``."""
+    rule_provider = rule.to_json().get("provider", {})
+    provider: dict[str, Any] = dict(rule_provider) if isinstance(rule_provider, dict) else {}
+    _, suffix_sort = split_model_suffix(body.model)
+    if suffix_sort is not None:  # "route:NAME:floor"
+        provider["sort"] = suffix_sort
     if isinstance(body.provider, dict):
         provider.update(body.provider)
-    _, suffix_sort = split_model_suffix(body.model)
-    if suffix_sort is not None and "sort" not in provider:  # "route:NAME:floor"
-        provider["sort"] = suffix_sort
     return provider
+
+
+def _refuse_fallback_models(body: ChatCompletionRequest | CompletionRequest) -> None:
+    if body.models is not None:
+        raise ApiError(
+            400,
+            "a request to a route cannot also name fallback models: the route's rules list them",
+            code="invalid_value",
+            param="models",
+        )
 
 
 def _preferences_of(
@@ -274,7 +281,7 @@ async def put_app_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 async def _put(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, caller, owner = await _owner(request)
-    document = await read_json(request)
+    document = await read_json(request, exact_decimals=False)
     try:
         route = parse_task_route(document, known_model=_known_model(services), name=_name(request))
     except InvalidTaskRoute as error:
@@ -351,7 +358,7 @@ async def _dry_run(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The body is a sample chat (``messages``) or text (``prompt``) completion request."""
     services, _, owner = await _owner(request)
     name = _name(request)
-    sample = await read_json_object(request)
+    sample = await read_json_object(request, exact_decimals=False)
     sample.setdefault("model", f"{ROUTE_PREFIX}{name}")
     raw = json.dumps(sample).encode()
     body: ChatCompletionRequest | CompletionRequest = (
@@ -359,6 +366,7 @@ async def _dry_run(request: Request[Any, Any, Any]) -> dict[str, Any]:
         if "messages" in sample
         else parse_body(raw, CompletionRequest)
     )
+    _refuse_fallback_models(body)
     job = build_job(body, services.completion)
     async with _sessions(services)() as session:
         stored = await current_route(session, owner, name)
