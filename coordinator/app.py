@@ -194,8 +194,13 @@ async def model_endpoints(request: Request[Any, Any, Any], rest: str) -> dict[st
         raise ApiError(
             404, f"no node serves the model {model!r}", code="model_not_found", param="model"
         )
-    canonical = services.catalogue.current.network_id(model)
-    return {"object": "list", "model": canonical, "data": endpoints}
+    entry = services.catalogue.current.resolve(model)
+    return {
+        "object": "list",
+        "model": entry.id if entry is not None else model,
+        "catalogued": entry is not None,
+        "data": endpoints,
+    }
 
 
 @get("/v1/hub/info")

@@ -107,6 +107,7 @@ def test_one_model_three_spellings_is_one_canonical_model(net: Network) -> None:
     assert odd["aliases"] == []
     endpoints = httpx.get(f"{net.base_url}/models/llama3.1/endpoints", timeout=5).json()
     assert endpoints["model"] == LLAMA_8B
+    assert endpoints["catalogued"] is True
     assert {row["served_as"] for row in endpoints["data"]} == set(llama["served_as"])
     assert {row["fingerprint"] for row in endpoints["data"]} == {"unknown"}
 
