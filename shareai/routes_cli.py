@@ -161,12 +161,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _put(args: argparse.Namespace) -> int:
-    try:
-        document = _read(args.file)
-    except _Failure as failure:
-        print(f"shareai: error: {failure}", file=sys.stderr)
-        return 1
-    return _run(args, "PUT", f"/{args.name}", document)
+    return _send_file(args, "PUT", f"/{args.name}")
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -178,9 +173,14 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
+    return _send_file(args, "POST", f"/{args.name}/dry-run")
+
+
+def _send_file(args: argparse.Namespace, method: str, path: str) -> int:
+    """``args.file`` (JSON or TOML) as the request body."""
     try:
-        sample = _read(args.file)
+        body = _read(args.file)
     except _Failure as failure:
         print(f"shareai: error: {failure}", file=sys.stderr)
         return 1
-    return _run(args, "POST", f"/{args.name}/dry-run", sample)
+    return _run(args, method, path, body)

@@ -221,34 +221,16 @@ def _not_found(name: str) -> ApiError:
     return ApiError(404, f"no route {name!r}", code="route_not_found")
 
 
-@get("/v1/routes")
-async def list_account_routes(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _list(request)
-
-
-@get("/v1/apps/{app_id:str}/routes")
-async def list_app_routes(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _list(request)
-
-
-async def _list(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get(["/v1/routes", "/v1/apps/{app_id:str}/routes"])
+async def list_routes_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, _, owner = await _owner(request)
     async with _sessions(services)() as session:
         routes = await list_routes(session, owner)
     return {"object": "list", "data": [stored.to_json() for stored in routes]}
 
 
-@get("/v1/routes/{name:str}")
-async def get_account_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _get(request)
-
-
-@get("/v1/apps/{app_id:str}/routes/{name:str}")
-async def get_app_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _get(request)
-
-
-async def _get(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get(["/v1/routes/{name:str}", "/v1/apps/{app_id:str}/routes/{name:str}"])
+async def get_route_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, _, owner = await _owner(request)
     name = _name(request)
     raw_version = request.query_params.get("version")
@@ -269,17 +251,8 @@ async def _get(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return stored.to_json()
 
 
-@put("/v1/routes/{name:str}", status_code=200)
-async def put_account_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _put(request)
-
-
-@put("/v1/apps/{app_id:str}/routes/{name:str}", status_code=200)
-async def put_app_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _put(request)
-
-
-async def _put(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@put(["/v1/routes/{name:str}", "/v1/apps/{app_id:str}/routes/{name:str}"], status_code=200)
+async def put_route_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, caller, owner = await _owner(request)
     document = await read_json(request, exact_decimals=False)
     try:
@@ -295,17 +268,8 @@ async def _put(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return stored.to_json()
 
 
-@delete("/v1/routes/{name:str}", status_code=200)
-async def delete_account_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _delete(request)
-
-
-@delete("/v1/apps/{app_id:str}/routes/{name:str}", status_code=200)
-async def delete_app_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _delete(request)
-
-
-async def _delete(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@delete(["/v1/routes/{name:str}", "/v1/apps/{app_id:str}/routes/{name:str}"], status_code=200)
+async def delete_route_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, caller, owner = await _owner(request)
     name = _name(request)
     try:
@@ -317,17 +281,8 @@ async def _delete(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"object": "route.deleted", "name": name, "version": stored.version, "deleted": True}
 
 
-@get("/v1/routes/{name:str}/versions")
-async def account_route_versions(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _versions(request)
-
-
-@get("/v1/apps/{app_id:str}/routes/{name:str}/versions")
-async def app_route_versions(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _versions(request)
-
-
-async def _versions(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get(["/v1/routes/{name:str}/versions", "/v1/apps/{app_id:str}/routes/{name:str}/versions"])
+async def route_versions_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, _, owner = await _owner(request)
     name = _name(request)
     async with _sessions(services)() as session:
@@ -344,17 +299,11 @@ async def _versions(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
-@post("/v1/routes/{name:str}/dry-run", status_code=200)
-async def dry_run_account_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _dry_run(request)
-
-
-@post("/v1/apps/{app_id:str}/routes/{name:str}/dry-run", status_code=200)
-async def dry_run_app_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return await _dry_run(request)
-
-
-async def _dry_run(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@post(
+    ["/v1/routes/{name:str}/dry-run", "/v1/apps/{app_id:str}/routes/{name:str}/dry-run"],
+    status_code=200,
+)
+async def dry_run_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The body is a sample chat (``messages``) or text (``prompt``) completion request."""
     services, _, owner = await _owner(request)
     name = _name(request)
@@ -395,16 +344,10 @@ async def _dry_run(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 TASK_ROUTE_HANDLERS: list[HTTPRouteHandler] = [
-    list_account_routes,
-    list_app_routes,
-    get_account_route,
-    get_app_route,
-    put_account_route,
-    put_app_route,
-    delete_account_route,
-    delete_app_route,
-    account_route_versions,
-    app_route_versions,
-    dry_run_account_route,
-    dry_run_app_route,
+    list_routes_endpoint,
+    get_route_endpoint,
+    put_route_endpoint,
+    delete_route_endpoint,
+    route_versions_endpoint,
+    dry_run_endpoint,
 ]
