@@ -330,7 +330,7 @@ async def recent_routes(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Operator: the most recent routing decisions, newest first (``?limit=``, default 20)."""
     services = await _operator(request)
     raw = request.query_params.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_RECENT_ROUTES:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= _MAX_RECENT_ROUTES:
         raise ApiError(
             400,
             f"limit must be an integer from 1 to {_MAX_RECENT_ROUTES}",

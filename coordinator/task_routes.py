@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -146,9 +146,9 @@ async def list_routes(session: AsyncSession, owner: RouteOwner) -> list[StoredRo
             & (TaskRouteVersion.version == latest.c.version),
         )
         .where(_of(owner), TaskRouteVersion.document.is_not(None))
-        .order_by(TaskRouteVersion.name)
     )
-    return [_stored(row) for row in rows]
+    # Sorted here, not in SQL: a database's collation may order '-', '.' and '_' otherwise.
+    return sorted((_stored(row) for row in rows), key=lambda stored: stored.name)
 
 
 async def _append(
@@ -162,6 +162,7 @@ async def _append(
     for _ in range(_WRITE_ATTEMPTS):
         try:
             async with sessions.begin() as session:
+                await _lock_owner(session, owner)
                 latest = await session.scalar(
                     select(TaskRouteVersion)
                     .where(_of(owner), TaskRouteVersion.name == name)
@@ -189,6 +190,20 @@ async def _append(
         except IntegrityError:
             continue  # another writer took this version: append after theirs
     raise TaskRouteConflict(f"route {name!r} is being changed by others; try again")
+
+
+async def _lock_owner(session: AsyncSession, owner: RouteOwner) -> None:
+    """Serialise the writers of one owner's routes until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock on the owner, so the route count checked by
+    :func:`_check_room` and the next version number cannot change before the commit. SQLite
+    needs none: its writers already take turns (``BEGIN IMMEDIATE``).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"task_routes:{owner.kind}:{owner.id}"},
+        )
 
 
 async def _check_room(session: AsyncSession, owner: RouteOwner) -> None:

@@ -169,7 +169,8 @@ def _usd(text: str) -> int:
 
 
 def _period(text: str) -> str:
-    if len(text) != 7 or text[4] != "-" or not (text[:4] + text[5:]).isdigit():
+    digits = text[:4] + text[5:]
+    if len(text) != 7 or text[4] != "-" or not (digits.isascii() and digits.isdigit()):
         raise argparse.ArgumentTypeError(f"invalid period {text!r}: write YYYY-MM, e.g. 2026-03")
     if not 1 <= int(text[5:]) <= 12:
         raise argparse.ArgumentTypeError(f"invalid period {text!r}: the month is 01 to 12")

@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shareai._args import positive_int
+
 if TYPE_CHECKING:
     from coordinator.catalogue import Catalogue, CatalogueEntry
     from shareai.admin_cli import AdminDatabase
@@ -48,7 +50,7 @@ def register(admin_commands: argparse._SubParsersAction[_ParserT]) -> None:
     add_database_options(put, with_json=True)
     put.add_argument("id", help="the canonical id, e.g. meta-llama/Llama-3.1-8B-Instruct")
     put.add_argument("--name", required=True, help="the display name")
-    put.add_argument("--context-length", required=True, type=_positive, metavar="TOKENS")
+    put.add_argument("--context-length", required=True, type=positive_int, metavar="TOKENS")
     put.add_argument("--alias", action="append", default=[], help="another spelling (repeat)")
     put.add_argument("--family", default="", help="e.g. llama-3.1")
     put.add_argument("--tokenizer", help="a tokenizer.json path, or package:MODULE/PATH")
@@ -87,14 +89,8 @@ def register(admin_commands: argparse._SubParsersAction[_ParserT]) -> None:
 
     history = commands.add_parser("history", help="the recent catalogue versions")
     add_database_options(history, with_json=True)
-    history.add_argument("--limit", type=_positive, default=20)
+    history.add_argument("--limit", type=positive_int, default=20)
     history.set_defaults(handler=run_admin(_history))
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a whole number, 1 or more")
-    return int(text)
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shareai._args import positive_int
+
 __all__ = ["register"]
 
 _ParserT = TypeVar("_ParserT", bound=argparse.ArgumentParser)
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     show = commands.add_parser("show", help="one route (the version in force, or --version)")
     _add_connection(show)
     show.add_argument("name")
-    show.add_argument("--version", type=_positive, help="a past version")
+    show.add_argument("--version", type=positive_int, help="a past version")
     show.set_defaults(handler=_show)
 
     put = commands.add_parser("put", help="create or change a route from a JSON or TOML file")
@@ -81,12 +83,6 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--api-key", help="your API key (default: SHAREAI_API_KEY)")
     parser.add_argument("--app", metavar="APP_ID", help="a Builder app's routes (your app)")
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a whole number, 1 or more")
-    return int(text)
 
 
 class _Failure(Exception):

@@ -61,6 +61,8 @@ from scheduler import (
 __all__ = ["TASK_ROUTE_HANDLERS", "apply_task_route", "request_features"]
 
 _MANAGERS = frozenset({"customer", "builder", "operator"})
+_MAX_VERSION = 2**31 - 1
+"""The version column's range: higher versions cannot exist."""
 
 
 # --- using a route for a request ------------------------------------------------------------
@@ -237,8 +239,13 @@ async def get_route_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     async with _sessions(services)() as session:
         if raw_version is None:
             stored = await current_route(session, owner, name)
-        elif raw_version.isdigit() and int(raw_version) >= 1:
-            stored = await route_version(session, owner, name, int(raw_version))
+        elif raw_version.isascii() and raw_version.isdigit() and int(raw_version) >= 1:
+            version = int(raw_version)
+            stored = (
+                await route_version(session, owner, name, version)
+                if version <= _MAX_VERSION
+                else None
+            )
         else:
             raise ApiError(
                 400,
