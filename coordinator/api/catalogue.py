@@ -40,18 +40,26 @@ _MAX_ID = 256
 
 
 def catalogue_entry_json(
-    entry: CatalogueEntry, services: Services, *, with_tokenizer: bool
+    entry: CatalogueEntry, services: Services, nodes: int, *, with_tokenizer: bool
 ) -> dict[str, Any]:
     """An entry as the API shows it: ``nodes`` live now and how its tokens are counted."""
     data = entry.to_json()
     if not with_tokenizer:
         data.pop("tokenizer")
-    data["nodes"] = sum(1 for node in services.registry.all() if entry.id in node.offers)
+    data["nodes"] = nodes
     status = services.tokenizers.status(entry.id) if services.tokenizers is not None else "none"
     data["token_counting"] = "coordinator" if status == "counted" else "node_report_bounded"
     if with_tokenizer:
         data["tokenizer_status"] = status
     return data
+
+
+def _entries_json(services: Services, *, with_tokenizer: bool) -> list[dict[str, Any]]:
+    counts = services.registry.node_counts()
+    return [
+        catalogue_entry_json(e, services, counts.get(e.id, 0), with_tokenizer=with_tokenizer)
+        for e in services.catalogue.current
+    ]
 
 
 async def _operator(request: Request[Any, Any, Any], doing: str) -> tuple[Services, str]:
@@ -81,7 +89,7 @@ async def public_catalogue(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {
         "object": "list",
         "version": live.version,
-        "data": [catalogue_entry_json(e, services, with_tokenizer=False) for e in live.current],
+        "data": _entries_json(services, with_tokenizer=False),
     }
 
 
@@ -94,7 +102,7 @@ async def admin_catalogue(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {
         "object": "list",
         "version": live.version,
-        "data": [catalogue_entry_json(e, services, with_tokenizer=True) for e in live.current],
+        "data": _entries_json(services, with_tokenizer=True),
         "history": [
             {
                 "version": h.version,
@@ -146,7 +154,9 @@ async def put_catalogue_entry(request: Request[Any, Any, Any]) -> dict[str, Any]
         "object": "catalogue.entry",
         "version": version,
         "created": not existed[0],
-        "entry": catalogue_entry_json(entry, services, with_tokenizer=True),
+        "entry": catalogue_entry_json(
+            entry, services, services.registry.node_counts().get(entry.id, 0), with_tokenizer=True
+        ),
         "models": len(catalogue),
     }
 

@@ -332,6 +332,7 @@ async def dry_run_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     match: RuleMatch = match_task_route(stored.route, features)
     catalogue = services.catalogue.current
     prefs = name_models(_preferences_of(match.rule, body, None), catalogue)
+    counts = services.registry.node_counts()
     return {
         "object": "route.dry_run",
         "route": name,
@@ -343,7 +344,7 @@ async def dry_run_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
             {
                 "model": model,
                 "catalogued": catalogue.get(model) is not None,
-                "nodes": sum(1 for node in services.registry.all() if model in node.offers),
+                "nodes": counts.get(model, 0),
             }
             for model in prefs.models_in_order()
         ],

@@ -305,6 +305,14 @@ class NodeRegistry:
     def all(self) -> list[LiveNode]:
         return list(self._nodes.values())
 
+    def node_counts(self) -> dict[str, int]:
+        """How many live nodes offer each model (by network id)."""
+        counts: dict[str, int] = {}
+        for node in self._nodes.values():
+            for model in node.offers:
+                counts[model] = counts.get(model, 0) + 1
+        return counts
+
     def serves(self, model: str) -> bool:
         return any(model in node.offers for node in self._nodes.values())
 
