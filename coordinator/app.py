@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import time
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from coordinator.api.apps import APP_HANDLERS
 from coordinator.api.catalogue import CATALOGUE_HANDLERS
@@ -37,9 +38,12 @@ from coordinator.api.middleware import RequestIdMiddleware, request_id_of
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from coordinator.api.task_routes import TASK_ROUTE_HANDLERS, apply_task_route
 from coordinator.billing import InsufficientCredits, Ticket, generation_json
+from coordinator.db import head_revision
 from coordinator.db.generations import Generation
 from coordinator.hub.hub import PeerGone
 from coordinator.ledger import account_balances
+from coordinator.observe import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from coordinator.observe import RequestObservation
 from coordinator.routing import RouteInput
 from protocol import EnrollmentStatement, Job, MalformedFrame, PublicKey
 
@@ -56,6 +60,18 @@ _caller = caller_of
 
 
 async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[Any]:
+    """Observe the request to its one end; the answering is :func:`_answer`."""
+    observation = _services(request).observer.start(request_id_of(request.scope), "")
+    try:
+        return await _answer(request, chat, observation)
+    except ApiError as error:
+        observation.end(error.code or "error", status=error.status)
+        raise
+
+
+async def _answer(
+    request: Request[Any, Any, Any], chat: bool, observation: RequestObservation
+) -> Response[Any]:
     caller = await _caller(request)
     if caller.role not in _MAY_REQUEST_COMPLETIONS:
         raise ApiError(
@@ -66,6 +82,7 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
     body: ChatCompletionRequest | CompletionRequest = (
         parse_body(raw, ChatCompletionRequest) if chat else parse_body(raw, CompletionRequest)
     )
+    observation.requested_model = body.model
     job = build_job(body, services.completion)
     routing = route_input(body, job, caller.account_id)
     routing.request_id = request_id_of(request.scope)
@@ -84,6 +101,7 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
         headers=task_route_headers(routing),
         routing=routing,
         ticket=ticket,
+        observation=observation,
     )
 
 
@@ -380,7 +398,45 @@ async def node_report(request: Request[Any, Any, Any], node_id: str) -> dict[str
 
 @get("/healthz")
 async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Alive: the process answers (load balancers' liveness check)."""
     return {"status": "ok", "nodes": len(_services(request).registry)}
+
+
+_head_revision = functools.cache(head_revision)
+"""The migration head shipped with this code (read from the scripts once)."""
+
+
+@get("/readyz")
+async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Ready: the database answers and its schema is at this code's migration head (503 if
+    not, saying which)."""
+    services = _services(request)
+    checks: dict[str, str] = {}
+    if services.sessions is None:
+        checks["database"] = "ok: none configured (in-process)"
+    else:
+        try:
+            async with services.sessions() as session:
+                revision = await session.scalar(text("SELECT version_num FROM alembic_version"))
+        except Exception as error:  # unreachable, locked, missing table: not ready, say why
+            checks["database"] = f"unavailable: {' '.join(str(error).split())[:200]}"
+        else:
+            head = _head_revision()
+            checks["database"] = "ok"
+            checks["migrations"] = (
+                "ok" if revision == head else f"at {revision}, this coordinator needs {head}"
+            )
+    ready = all(value.startswith("ok") for value in checks.values())
+    return Response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@get("/metrics", media_type=METRICS_CONTENT_TYPE)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics (no secrets, no per-customer labels; docs/operators.md)."""
+    return Response(_services(request).observer.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
 @websocket("/v1/hub")
@@ -420,6 +476,8 @@ def create_app(services: Services) -> Litestar:
             node_reports,
             node_report,
             healthz,
+            readyz,
+            metrics,
             node_hub,
             *APP_HANDLERS,
             *CATALOGUE_HANDLERS,

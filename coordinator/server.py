@@ -25,6 +25,7 @@ from coordinator.db import create_engine, create_session_factory, migrate
 from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import HubSettings, NodeHub
 from coordinator.hub.nodes import NodeRegistry
+from coordinator.observe import Observer
 from coordinator.routing import Router
 from coordinator.settings import Settings
 from protocol import Identity, SessionConfig
@@ -100,6 +101,12 @@ async def serve(settings: Settings) -> None:
             max_surcharge_bps=settings.max_surcharge_bps,
             catalogue=catalogue,
             tokenizers=tokenizers,
+            observer=Observer(
+                catalogue=catalogue,
+                nodes=registry,
+                gate=gate,
+                sessions_open=lambda: hub.sessions_open,
+            ),
         )
     )
     config = uvicorn.Config(

@@ -40,6 +40,7 @@ from coordinator.hub.dispatch import (
     Output,
     UnknownModel,
 )
+from coordinator.observe import RequestObservation
 from coordinator.routing import RouteInput
 from protocol import (
     KNOWN_PARAMETERS,
@@ -329,19 +330,32 @@ def _usage(done: Done, cost: Billed | None) -> dict[str, Any]:
 
 
 class _Delivery:
-    """Follows what reached the customer and bills it through the request's ticket (once)."""
+    """Follows what reached the customer, bills it through the request's ticket (once) and
+    ends the request's observation (once; an error raised as ApiError is ended by the caller).
+    """
 
-    def __init__(self, ticket: Ticket | None, routing: RouteInput | None) -> None:
+    def __init__(
+        self,
+        ticket: Ticket | None,
+        routing: RouteInput | None,
+        observation: RequestObservation | None = None,
+    ) -> None:
         self.ticket = ticket
         self.routing = routing
+        self.observation = observation
+        self.streaming = False
+        """The answer is an SSE stream: its end is observed here, not by an ApiError."""
         self.node_id: str | None = None
         self.texts: list[str] = []
         self.tool_calls: list[ToolCallDelta] = []
         self.tokens = 0
 
     def chunk(self, node_id: str, chunk: Chunk, fragments: tuple[ToolCallDelta, ...]) -> None:
-        if self.ticket is not None and self.node_id is None:
-            self.ticket.first_output()
+        if self.node_id is None:
+            if self.ticket is not None:
+                self.ticket.first_output()
+            if self.observation is not None:
+                self.observation.first_output()
         self.node_id = node_id
         self.texts.append(chunk.text)
         self.tool_calls.extend(fragments)
@@ -358,17 +372,23 @@ class _Delivery:
         if self.ticket is not None and not self.ticket.finished:
             self.ticket.release()
 
+    def failed(self, error: ApiError) -> None:
+        """The stream ends with an error event before any output."""
+        self._observe(error.code or "error", error.status, None)
+
     def close(self) -> None:
         """A stream is over: anything not billed yet was cut short (or never started)."""
-        if self.ticket is None or self.ticket.finished:
-            return
-        if self.node_id is None:
-            self.ticket.release()
-        else:
-            self._finish(None, "disconnected")
+        if self.ticket is not None and not self.ticket.finished:
+            if self.node_id is None:
+                self.ticket.release()
+            else:
+                self._finish(None, "disconnected")
+        if self.streaming:  # the customer left; an answer or error was observed already
+            self._observe("disconnected", 200, None)
 
     def _finish(self, done: Done | None, outcome: str) -> Billed | None:
         if self.ticket is None:
+            self._observe(outcome, 200, None, done)
             return None
         if self.node_id is None and done is not None:
             self.ticket.first_output()
@@ -385,14 +405,43 @@ class _Delivery:
             )
         )
         if record is None:
-            return Billed(0, 0, 0, 0, 0)
-        charge = record.charge
-        return Billed(
-            record.prompt_tokens,
-            record.completion_tokens,
-            charge.provider_micro_usd,
-            charge.builder_micro_usd,
-            charge.platform_micro_usd,
+            billed = Billed(0, 0, 0, 0, 0)
+        else:
+            charge = record.charge
+            billed = Billed(
+                record.prompt_tokens,
+                record.completion_tokens,
+                charge.provider_micro_usd,
+                charge.builder_micro_usd,
+                charge.platform_micro_usd,
+            )
+        self._observe(outcome, 200, billed, done)
+        return billed
+
+    def _observe(
+        self, outcome: str, status: int, billed: Billed | None, done: Done | None = None
+    ) -> None:
+        """End the observation: billed counts, else the node's report (no billing here)."""
+        if self.observation is None or self.observation.ended:
+            return
+        record = self.routing.record if self.routing is not None else None
+        if billed is not None:
+            prompt, completion = billed.prompt_tokens, billed.completion_tokens
+            cost = billed.provider_micro_usd + billed.builder_micro_usd + billed.platform_micro_usd
+        elif done is not None:
+            prompt, completion, cost = done.usage.prompt_tokens, done.usage.completion_tokens, 0
+        else:
+            prompt, completion, cost = 0, self.tokens, 0
+        self.observation.end(
+            outcome,
+            status=status,
+            model=record.served_model if record is not None else None,
+            node=self.node_id if self.node_id is not None else self._serving_node(),
+            attempts=self.routing.attempts if self.routing is not None else 1,
+            hedged=self.routing.hedged if self.routing is not None else False,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_micro_usd=cost,
         )
 
     def _serving_node(self) -> str | None:
@@ -415,11 +464,16 @@ async def respond(
     headers: dict[str, str],
     routing: RouteInput | None = None,
     ticket: Ticket | None = None,
+    observation: RequestObservation | None = None,
 ) -> Response[Any]:
-    """Run ``job`` and answer in the OpenAI shape; with a ``ticket``, bill what was delivered."""
+    """Run ``job`` and answer in the OpenAI shape; with a ``ticket``, bill what was delivered.
+
+    ``observation`` is ended here for an answer (JSON or stream); an ApiError raised from here
+    is the caller's to observe.
+    """
     shape = _Shape(job, chat)
     events = dispatcher.stream(job) if routing is None else dispatcher.stream(job, routing)
-    meter = _Delivery(ticket, routing)
+    meter = _Delivery(ticket, routing, observation)
     if not stream:
         return await _whole_response(events, shape, headers, routing, meter)
     first = asyncio.ensure_future(anext(events))
@@ -441,6 +495,7 @@ async def respond(
         stream_headers["x-shareai-node"] = first.result()[0]
     if routing is not None:
         stream_headers.update(_routing_headers(routing))
+    meter.streaming = True
     return Stream(
         _sse_stream(events, first, shape, include_usage, settings, meter=meter, routing=routing),
         media_type="text/event-stream",
@@ -568,6 +623,7 @@ async def _sse_stream(
                 break
             except DispatchError as error:
                 api_error = _as_api_error(error)
+                meter.failed(api_error)
                 yield _sse(error_body(api_error.status, api_error.message, api_error.code, None))
                 break
             pending = None

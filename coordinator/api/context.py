@@ -21,6 +21,7 @@ from coordinator.catalogue import LiveCatalogue, ModelTokenizers
 from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import NodeHub
 from coordinator.hub.nodes import NodeRegistry
+from coordinator.observe import Observer
 from protocol import EnrollmentStatement
 
 __all__ = [
@@ -83,6 +84,8 @@ class Services:
     """The model catalogue in force (the registry names offers through it)."""
     tokenizers: ModelTokenizers | None = None
     """Which models the coordinator counts tokens for (shown in the catalogue)."""
+    observer: Observer = field(default_factory=Observer)
+    """Metrics and the per-request log line."""
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

@@ -257,6 +257,9 @@ class CreditGate:
         self._last_expiry_s = 0.0
         self.leases_opened = 0
         self.leases_posted = 0
+        self.post_failures = 0
+        self.refusals = 0
+        """Counters for the metrics: failed lease postings, requests refused for credits."""
 
     # --- the request path -----------------------------------------------------------------
 
@@ -338,6 +341,7 @@ class CreditGate:
             except InsufficientFunds as short:  # spent elsewhere meanwhile
                 available = short.available_micro_usd
         in_leases = current.free if current is not None and not current.retired else 0
+        self.refusals += 1
         raise InsufficientCredits(account_id, available + in_leases, needed)
 
     async def _place(self, account_id: str, amount: int) -> Lease:
@@ -431,6 +435,7 @@ class CreditGate:
                 else:
                     await release_hold(session, lease.hold_id, now_ms=now)
         except LedgerError:
+            self.post_failures += 1
             logger.exception(
                 "lease %s of %s could not be posted (%d requests, %d micro-USD): they stay"
                 " unbilled",
@@ -440,6 +445,7 @@ class CreditGate:
                 lease.spent,
             )
         except SQLAlchemyError:
+            self.post_failures += 1
             logger.exception("posting lease %s failed; will retry", lease.hold_id)
             return False
         for record in lease.records:

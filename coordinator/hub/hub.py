@@ -91,6 +91,8 @@ class NodeHub:
         self.registry = registry
         self._admit = admit
         self.settings = settings or HubSettings()
+        self.sessions_open = 0
+        """Websockets being served now, handshakes in progress included (a metric)."""
 
     async def serve(
         self,
@@ -101,6 +103,7 @@ class NodeHub:
         """Run one node's websocket to its end. ``receive`` raises PeerGone when it closes."""
         session = CoordinatorSession(self.identity, config=self.settings.session)
         node: LiveNode | None = None
+        self.sessions_open += 1
         try:
             await send(session.start())
             hello = await self._handshake(session, receive)
@@ -141,6 +144,7 @@ class NodeHub:
         except TimeoutError:
             await _close_quietly(close, HEARTBEAT_TIMEOUT_CLOSE_CODE, "heartbeat deadline missed")
         finally:
+            self.sessions_open -= 1
             session.close()
             if node is not None:
                 self.registry.remove(node)
