@@ -157,7 +157,10 @@ class RequestObservation:
                 observer.attempts.labels("failover").inc(attempts - 1)
         if hedged:
             observer.hedged.inc()
+        if not request_log.isEnabledFor(logging.INFO):
+            return
         request_log.info(
+            "%s",
             json.dumps(
                 {
                     "request_id": self.request_id,
@@ -178,7 +181,7 @@ class RequestObservation:
                     "latency_ms": round((now - self.started_s) * 1000, 1),
                 },
                 separators=(",", ":"),
-            )
+            ),
         )
 
 
