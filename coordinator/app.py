@@ -35,6 +35,7 @@ from coordinator.api.errors import (
     unexpected_error_handler,
 )
 from coordinator.api.middleware import RequestIdMiddleware, request_id_of
+from coordinator.api.network_status import network_status
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from coordinator.api.task_routes import TASK_ROUTE_HANDLERS, apply_task_route
 from coordinator.billing import InsufficientCredits, Ticket, generation_json
@@ -477,6 +478,7 @@ def create_app(services: Services) -> Litestar:
             node_report,
             healthz,
             readyz,
+            network_status,
             metrics,
             node_hub,
             *APP_HANDLERS,

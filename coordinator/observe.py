@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,107 @@ UNCATALOGUED = "uncatalogued"
 request_log = logging.getLogger("shareai.requests")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+_WINDOW_MINUTES = 60
+_TTFT_SAMPLES_PER_MINUTE = 512
+
+
+@dataclass
+class _Minute:
+    """What ended in one wall-clock minute."""
+
+    start_s: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    ttft_ms: list[float] = field(default_factory=list)
+    latency_ms_total: float = 0.0
+
+
+class TrafficWindow:
+    """The last hour of requests in one-minute buckets (the status page's numbers and chart).
+
+    Memory is bounded: 60 buckets, each with at most 512 time-to-first-token samples (the first
+    512 of the minute; enough for its quantiles).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._minutes: deque[_Minute] = deque(maxlen=_WINDOW_MINUTES)
+
+    def _bucket(self) -> _Minute:
+        start = int(self._clock() // 60 * 60)
+        if not self._minutes or self._minutes[-1].start_s != start:
+            self._minutes.append(_Minute(start))
+        return self._minutes[-1]
+
+    def add(self, outcome: str, tokens: int, ttft_ms: float | None, latency_ms: float) -> None:
+        minute = self._bucket()
+        minute.outcomes[outcome] = minute.outcomes.get(outcome, 0) + 1
+        minute.tokens += tokens
+        minute.latency_ms_total += latency_ms
+        if ttft_ms is not None and len(minute.ttft_ms) < _TTFT_SAMPLES_PER_MINUTE:
+            minute.ttft_ms.append(ttft_ms)
+
+    def summary(self) -> dict[str, object]:
+        """The last hour: per-minute series (oldest first) and totals over the current and
+        previous minute and over the hour (rates per minute). ``error_rate`` counts every
+        outcome but ``completed`` and ``disconnected``."""
+        now_minute = int(self._clock() // 60 * 60)
+        by_start = {m.start_s: m for m in self._minutes}
+        series = []
+        for index in range(_WINDOW_MINUTES - 1, -1, -1):
+            start = now_minute - index * 60
+            minute = by_start.get(start)
+            requests = sum(minute.outcomes.values()) if minute is not None else 0
+            series.append(
+                {
+                    "minute_start_s": start,
+                    "requests": requests,
+                    "tokens": minute.tokens if minute is not None else 0,
+                    "ttft_ms_p50": _quantile(minute.ttft_ms, 0.5) if minute is not None else None,
+                    "latency_ms_mean": (
+                        round(minute.latency_ms_total / requests, 1)
+                        if minute is not None and requests
+                        else None
+                    ),
+                }
+            )
+        hour = [m for m in self._minutes if m.start_s > now_minute - _WINDOW_MINUTES * 60]
+        recent = [m for m in hour if m.start_s >= now_minute - 60]  # this minute and the last
+        return {
+            "last_2_minutes": _totals(recent, minutes=2),
+            "last_hour": _totals(hour, minutes=_WINDOW_MINUTES),
+            "per_minute": series,
+        }
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def _totals(buckets: list[_Minute], *, minutes: int) -> dict[str, object]:
+    outcomes: dict[str, int] = {}
+    tokens = 0
+    ttfts: list[float] = []
+    for minute in buckets:
+        for outcome, count in minute.outcomes.items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+        tokens += minute.tokens
+        ttfts.extend(minute.ttft_ms)
+    requests = sum(outcomes.values())
+    failed = requests - outcomes.get("completed", 0) - outcomes.get("disconnected", 0)
+    return {
+        "requests": requests,
+        "requests_per_minute": round(requests / minutes, 2),
+        "tokens_per_minute": round(tokens / minutes, 1),
+        "error_rate": round(failed / requests, 4) if requests else 0.0,
+        "ttft_ms": {"p50": _quantile(ttfts, 0.5), "p90": _quantile(ttfts, 0.9)},
+        "by_outcome": dict(sorted(outcomes.items())),
+    }
 
 
 class Observer:
@@ -92,6 +194,7 @@ class Observer:
             registry=self.registry,
         )
         self.registry.register(_LiveFigures(nodes, gate, sessions_open))
+        self.window = TrafficWindow()
 
     def model_label(self, model: str | None) -> str:
         if model is None:
@@ -157,6 +260,14 @@ class RequestObservation:
                 observer.attempts.labels("failover").inc(attempts - 1)
         if hedged:
             observer.hedged.inc()
+        ttft_ms = (
+            (self.first_output_s - self.started_s) * 1000
+            if self.first_output_s is not None
+            else None
+        )
+        observer.window.add(
+            outcome, prompt_tokens + completion_tokens, ttft_ms, (now - self.started_s) * 1000
+        )
         if not request_log.isEnabledFor(logging.INFO):
             return
         request_log.info(

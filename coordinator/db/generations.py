@@ -48,7 +48,7 @@ class Generation(Base):
     route: Mapped[str | None] = mapped_column(String(64))
     route_version: Mapped[int | None] = mapped_column(Integer)
     route_rule: Mapped[str | None] = mapped_column(String(64))
-    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     ttft_ms: Mapped[int | None] = mapped_column(BigInteger)
     total_ms: Mapped[int] = mapped_column(BigInteger)
     outcome: Mapped[str] = mapped_column(String(32))

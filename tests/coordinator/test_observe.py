@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from coordinator.catalogue import LiveCatalogue, starter_catalogue
-from coordinator.observe import UNCATALOGUED, Observer
+from coordinator.observe import UNCATALOGUED, Observer, TrafficWindow
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -67,3 +67,52 @@ def test_two_observers_do_not_share_counts() -> None:
     first.start("req_4", "m").end("completed", status=200)
     assert value(second, "shareai_requests_total", model="none", outcome="completed") == 0
     assert b"shareai_requests_total" in first.exposition()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_traffic_window_keeps_an_hour_of_minutes() -> None:
+    clock = Clock(1_000_020.0)  # 20 s into a minute
+    window = TrafficWindow(clock)
+    window.add("completed", 10, 100.0, 150.0)
+    window.add("completed", 30, 300.0, 320.0)
+    window.add("model_not_found", 0, None, 2.0)
+    summary = window.summary()
+    recent = summary["last_2_minutes"]
+    assert isinstance(recent, dict)
+    assert recent["requests"] == 3
+    assert recent["requests_per_minute"] == 1.5
+    assert recent["tokens_per_minute"] == 20.0
+    assert recent["error_rate"] == round(1 / 3, 4)
+    assert recent["ttft_ms"] == {"p50": 300.0, "p90": 300.0}
+    assert recent["by_outcome"] == {"completed": 2, "model_not_found": 1}
+    series = summary["per_minute"]
+    assert isinstance(series, list)
+    assert len(series) == 60
+    assert series[-1]["requests"] == 3
+    assert series[-1]["latency_ms_mean"] == round((150 + 320 + 2) / 3, 1)
+
+    clock.now += 30 * 60  # half an hour later: out of the last two minutes, still in the hour
+    window.add("cut", 5, 50.0, 60.0)
+    later = window.summary()
+    assert later["last_2_minutes"]["requests"] == 1  # type: ignore[index]
+    assert later["last_hour"]["requests"] == 4  # type: ignore[index]
+    clock.now += 61 * 60  # more than an hour after the first minute
+    assert window.summary()["last_hour"]["requests"] == 0  # type: ignore[index]
+
+
+def test_an_ended_request_reaches_the_window() -> None:
+    observer = Observer()
+    observation = observer.start("req_5", "m")
+    observation.first_output()
+    observation.end("completed", status=200, completion_tokens=4)
+    hour = observer.window.summary()["last_hour"]
+    assert isinstance(hour, dict)
+    assert hour["requests"] == 1
+    assert hour["ttft_ms"]["p50"] is not None

@@ -202,3 +202,52 @@ def test_readyz_says_not_ready_when_the_schema_is_behind(tmp_path: Path) -> None
         assert broken.status_code == 503
         assert broken.json()["checks"]["database"].startswith("unavailable")
         assert httpx.get(net.url + "/healthz", timeout=5).status_code == 200  # still alive
+
+
+def test_the_public_network_status_has_the_numbers_and_no_secrets(net: Network) -> None:
+    client = OpenAI(base_url=net.base_url, api_key=net.customer_key, max_retries=0)
+    for _ in range(3):
+        client.chat.completions.create(
+            model="llama3.1:8b", messages=[{"role": "user", "content": "s"}], max_tokens=3
+        )
+    me = httpx.get(
+        net.base_url + "/me", headers={"authorization": f"Bearer {net.customer_key}"}, timeout=5
+    ).json()
+    provider = httpx.get(
+        net.base_url + "/me", headers={"authorization": f"Bearer {net.provider_key}"}, timeout=5
+    ).json()
+
+    def settled() -> bool:
+        status = httpx.get(net.base_url + "/network/status", timeout=5).json()
+        return bool(status["settlement"]["today"]["requests"] >= 3)
+
+    net.wait_until(settled, "the requests to be posted", 15)
+    response = httpx.get(net.base_url + "/network/status", timeout=5)  # no key needed
+    assert response.status_code == 200
+    status = response.json()
+    nodes = status["nodes"]
+    assert nodes["online"] == 2
+    llama_node = next(n for n in nodes["live"] if n["models"][0]["model"] == LLAMA_8B)
+    assert llama_node["provider"].startswith("pv_")
+    assert llama_node["models"][0]["price_input_micro_usd_per_1m"] == 100_000
+    assert 0 <= llama_node["reputation"] <= 1
+    assert llama_node["last_heard_s"] >= 0
+    models = {row["model"]: row for row in status["models"]}
+    assert models[LLAMA_8B]["catalogued"] is True
+    assert models[LLAMA_8B]["capacity"] == 4
+    assert models[MODEL]["catalogued"] is False
+    hour = status["traffic"]["last_hour"]
+    assert hour["requests"] >= 3
+    assert hour["by_outcome"]["completed"] >= 3
+    assert hour["ttft_ms"]["p50"] > 0
+    assert len(status["traffic"]["per_minute"]) == 60
+    assert sum(minute["requests"] for minute in status["traffic"]["per_minute"]) == hour["requests"]
+    money = status["settlement"]["today"]
+    assert money["customer_spend"] == (
+        money["provider_earnings"] + money["builder_earnings"] + money["platform_revenue"]
+    )
+    assert money["customer_spend"] > 0
+    assert status["settlement"]["this_month"]["requests"] >= money["requests"]
+    text = response.text
+    for secret in (me["account_id"], provider["account_id"], net.customer_key, "sk-sai"):
+        assert secret not in text

@@ -5,7 +5,8 @@ Revises: 0004
 
 ``catalogue_versions`` and ``task_route_versions`` are append-only version tables
 (:mod:`coordinator.db.catalogue`). ``generations`` gains the model the request asked for and the
-task route, its version and the rule that chose the model (all nullable: older rows had none).
+task route, its version and the rule that chose the model (all nullable: older rows had none),
+and an index on its creation time (settlement totals per day and month).
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("route", sa.String(64), nullable=True))
         batch.add_column(sa.Column("route_version", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("route_rule", sa.String(64), nullable=True))
+    # Settlement totals for a day or a month (the network status) read by creation time.
+    op.create_index(op.f("ix_generations_created_at_ms"), "generations", ["created_at_ms"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_generations_created_at_ms"), table_name="generations")
     with op.batch_alter_table("generations") as batch:
         batch.drop_column("route_rule")
         batch.drop_column("route_version")
