@@ -68,6 +68,9 @@ async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[A
     except ApiError as error:
         observation.end(error.code or "error", status=error.status)
         raise
+    except Exception:
+        observation.end("internal_error", status=500)
+        raise
 
 
 async def _answer(
