@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cpu_model", "write_between_markers"]
+__all__ = ["common_machine_facts", "cpu_model", "write_between_markers"]
 
 
 def cpu_model() -> str:
@@ -18,6 +21,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def common_machine_facts(packages: tuple[str, ...]) -> dict[str, Any]:
+    """The facts every benchmark's ``Machine`` records, with the versions of ``packages``."""
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count() or 0,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "packages": tuple((name, metadata.version(name)) for name in packages),
+    }
 
 
 def write_between_markers(path: Path, start_marker: str, end_marker: str, section: str) -> None:

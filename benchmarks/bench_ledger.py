@@ -35,7 +35,6 @@ import cProfile
 import io
 import math
 import os
-import platform
 import pstats
 import sqlite3
 import statistics
@@ -50,7 +49,6 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +63,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from benchmarks._machine import cpu_model, write_between_markers
+from benchmarks._machine import common_machine_facts, write_between_markers
 from coordinator.accounts import Role, create_account
 from coordinator.db import create_engine, create_session_factory, migrate
 from coordinator.db.engine import SQLITE_BUSY_TIMEOUT_MS
@@ -273,13 +271,8 @@ class Machine:
 
     @classmethod
     def describe(cls) -> Machine:
-        names = ("SQLAlchemy", "aiosqlite", "asyncpg", "greenlet")
         return cls(
-            cpu_model=cpu_model(),
-            logical_cpus=os.cpu_count() or 0,
-            system=f"{platform.system()} {platform.release()}",
-            python=f"{platform.python_implementation()} {platform.python_version()}",
-            packages=tuple((name, metadata.version(name)) for name in names),
+            **common_machine_facts(("SQLAlchemy", "aiosqlite", "asyncpg", "greenlet")),
         )
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import ssl
 import statistics
 import subprocess
@@ -38,13 +37,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import msgpack
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 
-from benchmarks._machine import cpu_model, write_between_markers
+from benchmarks._machine import common_machine_facts, write_between_markers
 from protocol import (
     ChatMessage,
     Chunk,
@@ -185,13 +183,8 @@ class Machine:
 
     @classmethod
     def describe(cls) -> Machine:
-        names = ("msgpack", "pydantic", "pydantic-core", "cryptography")
         return cls(
-            cpu_model=cpu_model(),
-            logical_cpus=os.cpu_count() or 0,
-            system=f"{platform.system()} {platform.release()}",
-            python=f"{platform.python_implementation()} {platform.python_version()}",
-            packages=tuple((name, metadata.version(name)) for name in names),
+            **common_machine_facts(("msgpack", "pydantic", "pydantic-core", "cryptography")),
             openssl_cryptography=openssl_backend.openssl_version_text(),
             openssl_hashlib=ssl.OPENSSL_VERSION,
             # The pure-Python fallback is ~10x slower; a wheel without the extension skews it all.
