@@ -46,6 +46,7 @@ from coordinator.ledger import account_balances
 from coordinator.observe import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from coordinator.observe import RequestObservation
 from coordinator.routing import RouteInput
+from coordinator.web import WEB_EXCEPTION_HANDLERS, template_config, web_handlers
 from protocol import EnrollmentStatement, Job, MalformedFrame, PublicKey
 
 __all__ = ["AccountsGateway", "Caller", "Services", "create_app"]
@@ -487,13 +488,16 @@ def create_app(services: Services) -> Litestar:
             *APP_HANDLERS,
             *CATALOGUE_HANDLERS,
             *TASK_ROUTE_HANDLERS,
+            *web_handlers(),
         ],
         middleware=[RequestIdMiddleware],
         exception_handlers={
             ApiError: api_error_response,
             HTTPException: http_exception_handler,
             Exception: unexpected_error_handler,
+            **WEB_EXCEPTION_HANDLERS,
         },
+        template_config=template_config(),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         openapi_config=None,
     )

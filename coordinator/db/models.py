@@ -38,6 +38,7 @@ __all__ = [
     "AppAuthorization",
     "AppSurchargeVersion",
     "Base",
+    "ConsoleSession",
     "HoldState",
     "LedgerAccount",
     "LedgerAccountKind",
@@ -170,10 +171,33 @@ class NodeEnrollment(Base):
     revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # The account id that revoked the node, or "operator" for the operator's tools.
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    # Set while an operator keeps the node from new jobs (it stays connected; restoring clears
+    # all three). Suspension is not revocation: the key stays enrolled.
+    suspended_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    suspended_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    suspended_reason: Mapped[str | None] = mapped_column(String(500), default=None)
 
     @property
     def active(self) -> bool:
         return self.revoked_at_ms is None
+
+
+class ConsoleSession(Base):
+    """A browser's login to the web consoles, made with one of the account's API keys.
+
+    Only the SHA-256 of the cookie's token is stored. The session dies with its key (revoking
+    the key logs the browser out), at ``expires_at_ms``, or at logout.
+    """
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    # Forms carry it back (synchroniser token); it never leaves the server otherwise.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
 class LedgerAccount(Base):
