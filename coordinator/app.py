@@ -16,7 +16,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from coordinator.api.apps import APP_HANDLERS
 from coordinator.api.catalogue import CATALOGUE_HANDLERS
@@ -34,15 +34,23 @@ from coordinator.api.errors import (
     http_exception_handler,
     unexpected_error_handler,
 )
+from coordinator.api.keys import KEY_HANDLERS
 from coordinator.api.middleware import RequestIdMiddleware, request_id_of
 from coordinator.api.network_status import network_status
+from coordinator.api.operator import OPERATOR_HANDLERS
+from coordinator.api.provider import PROVIDER_API_HANDLERS, enrollment_token_of
 from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from coordinator.api.task_routes import TASK_ROUTE_HANDLERS, apply_task_route
-from coordinator.billing import InsufficientCredits, Ticket, generation_json
+from coordinator.billing import (
+    InsufficientCredits,
+    Ticket,
+    account_money,
+    generation_json,
+    recent_generations,
+)
 from coordinator.db import head_revision
 from coordinator.db.generations import Generation
 from coordinator.hub.hub import PeerGone
-from coordinator.ledger import account_balances
 from coordinator.observe import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from coordinator.observe import RequestObservation
 from coordinator.routing import RouteInput
@@ -245,8 +253,11 @@ async def me(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @post("/v1/nodes/enroll", status_code=201)
 async def enroll_node(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    caller = await _caller(request)
-    if caller.role != "provider":
+    """Bind a node key to a Provider, authorised by a Provider key or by a one-time enrollment
+    token from the Provider console (in its place, as the bearer)."""
+    token = enrollment_token_of(request)
+    caller = await _caller(request) if token is None else None
+    if caller is not None and caller.role != "provider":
         raise ApiError(403, "only a Provider key can enroll nodes", code="wrong_role")
     data = await request.json()
     if not isinstance(data, dict):
@@ -267,9 +278,15 @@ async def enroll_node(request: Request[Any, Any, Any]) -> dict[str, Any]:
         account_id=account_id,
         issued_at_ms=issued_at_ms,
     )
-    node_id = await _services(request).accounts.enroll_node(
-        caller, statement, proof, int(time.time() * 1000)
-    )
+    now_ms = int(time.time() * 1000)
+    accounts = _services(request).accounts
+    if caller is None:
+        assert token is not None
+        node_id, enrolled_to = await accounts.enroll_node_with_token(
+            token, statement, proof, now_ms
+        )
+        return {"node_id": node_id, "account_id": enrolled_to}
+    node_id = await accounts.enroll_node(caller, statement, proof, now_ms)
     return {"node_id": node_id, "account_id": caller.account_id}
 
 
@@ -287,20 +304,8 @@ async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
     if services.sessions is None or services.billing is None:
         raise ApiError(404, "billing is not enabled on this coordinator", code="not_found")
     async with services.sessions() as session:
-        balances = await account_balances(session, caller.account_id)
-        rows = (
-            await session.scalars(
-                select(Generation)
-                .where(Generation.customer_account_id == caller.account_id)
-                .order_by(Generation.created_at_ms.desc())
-                .limit(20)
-            )
-        ).all()
-    gate = services.billing.gate.totals(caller.account_id)
-    # Leased money sits in the ledger's held part; of it, only what requests in flight reserve
-    # and what was charged but not posted yet is really taken.
-    leased_free = gate.leased_micro_usd - gate.reserved_micro_usd - gate.unposted_micro_usd
-    ledger_held = balances.held_micro_usd - gate.leased_micro_usd
+        money = await account_money(session, services.billing.gate, caller.account_id)
+        rows = await recent_generations(session, caller.account_id)
     return {
         "object": "account",
         "account_id": caller.account_id,
@@ -308,13 +313,13 @@ async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "name": caller.name,
         "balance": {
             "unit": "micro-USD",
-            "available": balances.available_micro_usd + max(0, leased_free),
-            "held": max(0, ledger_held) + gate.reserved_micro_usd,
-            "charged_not_yet_posted": gate.unposted_micro_usd,
+            "available": money.available_micro_usd,
+            "held": money.held_micro_usd,
+            "charged_not_yet_posted": money.charged_not_posted_micro_usd,
         },
         "earnings": {
-            "provider_micro_usd": balances.provider_earnings_micro_usd,
-            "builder_micro_usd": balances.builder_earnings_micro_usd,
+            "provider_micro_usd": money.provider_earnings_micro_usd,
+            "builder_micro_usd": money.builder_earnings_micro_usd,
         },
         "recent_usage": [generation_json(row) for row in rows],
     }
@@ -487,6 +492,9 @@ def create_app(services: Services) -> Litestar:
             node_hub,
             *APP_HANDLERS,
             *CATALOGUE_HANDLERS,
+            *PROVIDER_API_HANDLERS,
+            *KEY_HANDLERS,
+            *OPERATOR_HANDLERS,
             *TASK_ROUTE_HANDLERS,
             *web_handlers(),
         ],

@@ -400,6 +400,7 @@ class Router:
             reputation=rep.score(now_s),
             circuit=self.circuits.of(node.node_id, model).state(now_s),
             probation=rep.in_probation,
+            suspended=node.suspended,
         )
 
     def _sweep(self, now_s: float) -> None:
@@ -562,6 +563,7 @@ class Router:
         return {
             "node": node_id,
             "live": node is not None,
+            "suspended": node.suspended if node is not None else None,
             "provider_account_id": node.provider_account_id if node is not None else None,
             "provider": provider_handle(node.provider_account_id) if node is not None else None,
             "uptime": round(uptime.ratio(now), 4) if uptime is not None else None,

@@ -4,7 +4,8 @@
 loads the model catalogue (storing the starter set on first start), builds the services, and
 serves HTTP and the node hub with uvicorn until SIGINT/SIGTERM. Background tasks close live
 sessions of node keys revoked in the database (for example by ``shareai admin`` from another
-process) and pick up catalogue changes made elsewhere.
+process), mark live nodes suspended or restored as the database says, and pick up catalogue
+changes and Providers' own prices made elsewhere.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import HubSettings, NodeHub
 from coordinator.hub.nodes import NodeRegistry
 from coordinator.observe import Observer
+from coordinator.providers.sync import load_price_overrides, watch_price_overrides
 from coordinator.routing import Router
 from coordinator.settings import Settings
 from protocol import Identity, SessionConfig
@@ -55,8 +57,25 @@ async def _sweep_revocations(hub: NodeHub, accounts: DatabaseAccounts) -> None:
             for node_id in await accounts.revoked_among(live):
                 if await hub.revoke(node_id):
                     logger.info("closed the session of revoked node %s", node_id)
+            await _sync_suspensions(hub.registry, accounts)
         except Exception:
             logger.exception("revocation sweep failed; retrying")
+
+
+async def _sync_suspensions(registry: NodeRegistry, accounts: DatabaseAccounts) -> None:
+    """Mark live nodes suspended or not as the database says (``shareai admin suspend-node``
+    and other replicas write only the database). A node whose mark changed here while the
+    database was read (this process's own suspend or restore) is left for the next sweep."""
+    before = {node.node_id: node for node in registry.all()}
+    marks = {node_id: node.suspended for node_id, node in before.items()}
+    suspended = await accounts.suspended_among(list(before))
+    for node_id, node in before.items():
+        if registry.get(node_id) is node and node.suspended == marks[node_id]:
+            wanted = node_id in suspended
+            if registry.set_suspended(node_id, wanted) and wanted != marks[node_id]:
+                logger.info(
+                    "node %s %s", node_id, "suspended" if wanted else "restored (suspension lifted)"
+                )
 
 
 async def serve(settings: Settings) -> None:
@@ -75,6 +94,7 @@ async def serve(settings: Settings) -> None:
     catalogue.listen(tokenizers.update)
     registry = NodeRegistry()
     catalogue.listen(registry.use_catalogue)
+    await load_price_overrides(registry, sessions)  # Providers' own prices, before any node
     session_config = SessionConfig(handshake_timeout_ms=settings.handshake_timeout_ms)
     hub = NodeHub(
         identity,
@@ -130,10 +150,11 @@ async def serve(settings: Settings) -> None:
     sweep = asyncio.create_task(_sweep_revocations(hub, accounts))
     flusher = asyncio.create_task(gate.run())
     watcher = asyncio.create_task(catalogue.watch(sessions, settings.catalogue_refresh_s))
+    prices = asyncio.create_task(watch_price_overrides(registry, sessions))
     try:
         await server.serve()
     finally:
-        for task in (sweep, flusher, watcher):
+        for task in (sweep, flusher, watcher, prices):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -2,8 +2,10 @@
 
 - ``GET /v1/hub/info`` (public): the coordinator's key, id, hub path and protocol versions;
 - ``GET /v1/me`` (Provider API key): the account the key belongs to;
-- ``POST /v1/nodes/enroll`` (Provider API key): binds a node key to that account, with the
-  proof of possession of :class:`protocol.EnrollmentStatement`.
+- ``GET /v1/nodes/enroll`` (one-time enrollment token): the account the token enrolls into;
+- ``POST /v1/nodes/enroll`` (Provider API key, or a one-time enrollment token in its place):
+  binds a node key to that account, with the proof of possession of
+  :class:`protocol.EnrollmentStatement`.
 
 Synchronous (``shareai node init`` and the start of ``shareai node run`` are one-shot calls).
 Every failure is an :class:`EnrollmentError` with one line for the Provider.
@@ -27,6 +29,7 @@ __all__ = [
     "enroll_node",
     "fetch_account_id",
     "fetch_hub_info",
+    "fetch_token_account_id",
     "new_client",
 ]
 
@@ -91,6 +94,13 @@ def fetch_account_id(client: httpx.Client, coordinator_url: str, api_key: str) -
     return _field(body, "account_id", str)
 
 
+def fetch_token_account_id(client: httpx.Client, coordinator_url: str, token: str) -> str:
+    """The Provider account a one-time enrollment token (``sai-enroll-...``) enrolls into.
+    Raises EnrollmentError (an unknown, used, expired or revoked token says which)."""
+    body = _call(client, "GET", coordinator_url, "/v1/nodes/enroll", api_key=token)
+    return _field(body, "account_id", str)
+
+
 def enroll_node(
     client: httpx.Client,
     coordinator_url: str,
@@ -101,7 +111,8 @@ def enroll_node(
     account_id: str,
     now_ms: int | None = None,
 ) -> Enrollment:
-    """Enroll ``identity``'s key under ``account_id`` with a fresh proof. Raises EnrollmentError."""
+    """Enroll ``identity``'s key under ``account_id`` with a fresh proof, authorised by
+    ``api_key``: a Provider API key or a one-time enrollment token. Raises EnrollmentError."""
     issued_at_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     statement = EnrollmentStatement(
         coordinator_key=coordinator_key,

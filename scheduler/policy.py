@@ -41,6 +41,7 @@ __all__ = [
     "filter_owner",
     "filter_parameters",
     "filter_reputation",
+    "filter_suspended",
     "route",
     "score_candidates",
 ]
@@ -171,6 +172,10 @@ def filter_model(state: NodeModelState, ctx: FilterContext) -> str | None:
     return None if state.model == ctx.model else f"does not serve {ctx.model}"
 
 
+def filter_suspended(state: NodeModelState, _ctx: FilterContext) -> str | None:
+    return "suspended by the operator" if state.suspended else None
+
+
 def filter_circuit(state: NodeModelState, _ctx: FilterContext) -> str | None:
     if state.circuit == "open":
         return "circuit open: cooling down after failures"
@@ -252,6 +257,7 @@ def filter_context(state: NodeModelState, ctx: FilterContext) -> str | None:
 
 FILTERS: tuple[Filter, ...] = (
     filter_model,
+    filter_suspended,
     filter_lists,
     filter_owner,
     filter_max_price,
@@ -263,9 +269,11 @@ FILTERS: tuple[Filter, ...] = (
 )
 """Applied in this order; the first reason found is the one reported.
 
-Reasons that follow from the request and its preferences come first and the node's passing
-condition (circuit, free slots) last, so an explanation names the stable cause: a node the
-customer ignored reads "in provider.ignore" whether or not its circuit also happens to be open.
+The operator's suspension comes right after the model: it overrides everything the request
+asks for, so a suspended node always reads "suspended by the operator". Reasons that follow
+from the request and its preferences come next and the node's passing condition (circuit, free
+slots) last, so an explanation names the stable cause: a node the customer ignored reads
+"in provider.ignore" whether or not its circuit also happens to be open.
 """
 
 
@@ -417,6 +425,7 @@ def _partition(
     for s in states:
         if (
             s.model == model
+            and not s.suspended
             and s.in_flight < s.max_concurrency
             and (s.circuit == "closed" or (s.circuit == "half_open" and s.in_flight == 0))
             and s.owner_account_id != customer

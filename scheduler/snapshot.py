@@ -55,6 +55,8 @@ class NodeModelState:
     reputation: float = 0.5
     circuit: CircuitState = "closed"
     probation: bool = False
+    suspended: bool = False
+    """The operator keeps the node from new jobs (jobs already running finish)."""
 
 
 class LiveOverlay(Protocol):

@@ -24,7 +24,7 @@ from coordinator.money import InvalidUsdAmount, format_usd, parse_usd
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from coordinator.accounts import Account
+    from coordinator.accounts import Account, NodeEnrollment
     from coordinator.ledger import AccountBalances
 
 
@@ -97,6 +97,8 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     revoke_node.add_argument("--node-id", required=True, help="the node id (nd_...)")
     revoke_node.set_defaults(handler=run_admin(_revoke_node))
 
+    _register_suspension(commands)
+
     ledger = commands.add_parser(
         "ledger", help="show the ledger's totals: customer credits, earnings, platform revenue"
     )
@@ -144,6 +146,26 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     from shareai import catalogue_cli  # noqa: PLC0415 - it imports this module's helpers
 
     catalogue_cli.register(commands)
+
+
+def _register_suspension(commands: argparse._SubParsersAction[_ParserT]) -> None:
+    suspend_node = commands.add_parser(
+        "suspend-node",
+        help="keep a node from new jobs (it stays connected; running jobs finish) until restored",
+    )
+    add_database_options(suspend_node, with_json=True)
+    suspend_node.add_argument("--node-id", required=True, help="the node id (nd_...)")
+    suspend_node.add_argument(
+        "--reason", required=True, help="why, for operators (shown on the operator's page)"
+    )
+    suspend_node.set_defaults(handler=run_admin(_suspend_node))
+
+    restore_node = commands.add_parser(
+        "restore-node", help="lift a node's suspension: it takes new jobs again"
+    )
+    add_database_options(restore_node, with_json=True)
+    restore_node.add_argument("--node-id", required=True, help="the node id (nd_...)")
+    restore_node.set_defaults(handler=run_admin(_restore_node))
 
 
 def add_database_options(parser: argparse.ArgumentParser, *, with_json: bool = False) -> None:
@@ -340,6 +362,33 @@ async def _revoke_node(args: argparse.Namespace, database: AdminDatabase) -> Non
         "revoked_at": _iso(enrollment.revoked_at_ms) if enrollment.revoked_at_ms else None,
     }
     _print(fields, as_json=args.json)
+
+
+def _suspension_fields(enrollment: NodeEnrollment) -> dict[str, Any]:
+    return {
+        "node_id": enrollment.node_id,
+        "account_id": enrollment.account_id,
+        "suspended": enrollment.suspended_at_ms is not None,
+        "suspended_at": _iso(enrollment.suspended_at_ms) if enrollment.suspended_at_ms else None,
+        "suspended_by": enrollment.suspended_by,
+        "reason": enrollment.suspended_reason,
+    }
+
+
+async def _suspend_node(args: argparse.Namespace, database: AdminDatabase) -> None:
+    from coordinator.accounts import OPERATOR, suspend_node  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        enrollment = await suspend_node(session, args.node_id, by=OPERATOR, reason=args.reason)
+    _print(_suspension_fields(enrollment), as_json=args.json)
+
+
+async def _restore_node(args: argparse.Namespace, database: AdminDatabase) -> None:
+    from coordinator.accounts import OPERATOR, restore_node  # noqa: PLC0415
+
+    async with database.sessions.begin() as session:
+        enrollment = await restore_node(session, args.node_id, by=OPERATOR)
+    _print(_suspension_fields(enrollment), as_json=args.json)
 
 
 async def _revoke_key(args: argparse.Namespace, database: AdminDatabase) -> None:

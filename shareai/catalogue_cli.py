@@ -143,28 +143,18 @@ async def _put(args: argparse.Namespace, database: AdminDatabase) -> None:
 
 
 async def _alias(args: argparse.Namespace, database: AdminDatabase) -> None:
-    def change(catalogue: Catalogue) -> Catalogue:
-        entry = _find(catalogue, args.model)
-        aliases = [*entry.aliases, *(a for a in args.aliases if a not in entry.aliases)]
-        return catalogue.with_entry(entry.model_copy(update={"aliases": aliases}))
+    from coordinator.catalogue import add_aliases  # noqa: PLC0415
 
+    change = add_aliases(args.model, args.aliases)
     version, catalogue = await _change(database, change, f"alias {args.model}")
     entry = _find(catalogue, args.model)
     _done(args, version, f"{entry.id}: aliases {', '.join(entry.aliases)}", entry=entry.to_json())
 
 
 async def _unalias(args: argparse.Namespace, database: AdminDatabase) -> None:
-    from coordinator.catalogue import CatalogueError, alias_key  # noqa: PLC0415
+    from coordinator.catalogue import remove_aliases  # noqa: PLC0415
 
-    def change(catalogue: Catalogue) -> Catalogue:
-        entry = _find(catalogue, args.model)
-        dropped = {alias_key(a) for a in args.aliases}
-        missing = sorted(dropped - {alias_key(a) for a in entry.aliases})
-        if missing:
-            raise CatalogueError(f"{entry.id} has no alias {missing[0]!r}")
-        aliases = [a for a in entry.aliases if alias_key(a) not in dropped]
-        return catalogue.with_entry(entry.model_copy(update={"aliases": aliases}))
-
+    change = remove_aliases(args.model, args.aliases)
     version, catalogue = await _change(database, change, f"unalias {args.model}")
     entry = _find(catalogue, args.model)
     _done(args, version, f"{entry.id}: aliases {', '.join(entry.aliases) or '(none)'}")
@@ -241,12 +231,9 @@ async def _change(database: Any, change: Any, note: str) -> tuple[int, Catalogue
 
 
 def _find(catalogue: Catalogue, model: str) -> CatalogueEntry:
-    from coordinator.catalogue import CatalogueError  # noqa: PLC0415
+    from coordinator.catalogue import find_model  # noqa: PLC0415
 
-    entry = catalogue.resolve(model)
-    if entry is None:
-        raise CatalogueError(f"no model {model!r} in the catalogue (by id or alias)")
-    return entry
+    return find_model(catalogue, model)
 
 
 def _warn_tokenizers(entries: list[CatalogueEntry]) -> None:

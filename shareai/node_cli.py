@@ -2,8 +2,8 @@
 
 ::
 
-    shareai node init --coordinator URL --api-key PROVIDER_KEY [--key-file PATH] [--config PATH]
-                      [--force] [model flags]
+    shareai node init --coordinator URL (--api-key PROVIDER_KEY | --enroll-token TOKEN)
+                      [--key-file PATH] [--config PATH] [--force] [model flags]
     shareai node run [--config node.toml]
     shareai node run --coordinator URL --key-file PATH [--coordinator-key ed25519:...] model flags
 
@@ -42,6 +42,7 @@ __all__ = ["register"]
 
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 _API_KEY_ENV = "SHAREAI_API_KEY"
+_ENROLL_TOKEN_PREFIX = "sai-enroll-"  # noqa: S105 - what a one-time enrollment token starts with
 _BAD_ARGUMENTS = 2
 _FAILED = 1
 logger = logging.getLogger("shareai.node")
@@ -98,6 +99,12 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:
         "--api-key",
         metavar="PROVIDER_KEY",
         help=f"your Provider API key (default: the {_API_KEY_ENV} environment variable)",
+    )
+    init.add_argument(
+        "--enroll-token",
+        metavar="TOKEN",
+        help="a one-time enrollment token from the Provider console (sai-enroll-...), instead"
+        " of an API key: your key never goes onto this machine",
     )
     init.add_argument(
         "--config", type=Path, default=Path("node.toml"), help="where to write node.toml"
@@ -212,12 +219,16 @@ def _error(message: str) -> None:
 def _node_init(args: argparse.Namespace) -> int:
     from node_agent import NodeAgentError, hub_url_for, render_node_toml
     from node_agent.config import DEFAULT_HUB_PATH
-    from node_agent.enrollment import enroll_node, fetch_account_id, fetch_hub_info, new_client
+    from node_agent.enrollment import (
+        enroll_node,
+        fetch_account_id,
+        fetch_hub_info,
+        fetch_token_account_id,
+        new_client,
+    )
     from protocol import Identity
 
-    api_key = args.api_key or os.environ.get(_API_KEY_ENV)
-    if not api_key:
-        raise _BadArguments(f"--api-key is required (or set {_API_KEY_ENV})")
+    credential, is_token = _enrollment_credential(args)
     model = _model_entry(args)
     config_path: Path = args.config
     key_file: Path = args.key_file or config_path.parent / "node.key"
@@ -232,11 +243,14 @@ def _node_init(args: argparse.Namespace) -> int:
     identity = Identity.generate()
     with new_client() as client:
         info = fetch_hub_info(client, checked_url)
-        account_id = fetch_account_id(client, checked_url, api_key)
+        if is_token:
+            account_id = fetch_token_account_id(client, checked_url, credential)
+        else:
+            account_id = fetch_account_id(client, checked_url, credential)
         enrollment = enroll_node(
             client,
             checked_url,
-            api_key,
+            credential,
             identity=identity,
             coordinator_key=info.coordinator_key,
             account_id=account_id,
@@ -267,6 +281,30 @@ def _node_init(args: argparse.Namespace) -> int:
     else:
         print(f"next: shareai node run --config {config_path}")
     return 0
+
+
+def _enrollment_credential(args: argparse.Namespace) -> tuple[str, bool]:
+    """What authorises the enrollment: (a Provider API key, False) or (a token, True)."""
+    if args.api_key is not None and args.enroll_token is not None:
+        raise _BadArguments("give either --api-key or --enroll-token, not both")
+    if args.enroll_token is not None:
+        token = args.enroll_token.strip()
+        if not token.startswith(_ENROLL_TOKEN_PREFIX):
+            raise _BadArguments(
+                f"--enroll-token: not an enrollment token (those start with {_ENROLL_TOKEN_PREFIX};"
+                " an API key goes in --api-key)"
+            )
+        return token, True
+    api_key = (args.api_key or os.environ.get(_API_KEY_ENV) or "").strip()
+    if not api_key:
+        raise _BadArguments(
+            f"--api-key or --enroll-token is required (or set {_API_KEY_ENV} to your Provider key)"
+        )
+    if api_key.startswith(_ENROLL_TOKEN_PREFIX):
+        raise _BadArguments(
+            "that is an enrollment token, not an API key: pass it with --enroll-token"
+        )
+    return api_key, False
 
 
 def _placeholder_key() -> str:

@@ -30,12 +30,16 @@ from coordinator.accounts.errors import (
 )
 from coordinator.accounts.keys import API_KEY_PREFIX, hash_api_key, key_display_prefix
 from coordinator.accounts.nodes import (
+    MAX_SUSPENSION_REASON_CHARS,
     OPERATOR,
     Revoker,
     enroll_node,
     find_enrollment,
     list_nodes,
+    restore_node,
     revoke_node,
+    suspend_node,
+    suspended_nodes,
 )
 from coordinator.accounts.service import (
     MAX_NAME_CHARS,
@@ -54,6 +58,7 @@ from coordinator.db.models import Account, ApiKey, NodeEnrollment, Role
 __all__ = [
     "API_KEY_PREFIX",
     "MAX_NAME_CHARS",
+    "MAX_SUSPENSION_REASON_CHARS",
     "OPERATOR",
     "Account",
     "AccountNotFound",
@@ -86,6 +91,9 @@ __all__ = [
     "list_accounts",
     "list_api_keys",
     "list_nodes",
+    "restore_node",
     "revoke_key",
     "revoke_node",
+    "suspend_node",
+    "suspended_nodes",
 ]

@@ -3,10 +3,11 @@
 Hierarchy::
 
     AccountsError                  (root)
-    ├── InvalidAccountInput        bad role, empty or long name, credit amount out of range
-    │                              (also a ValueError)
+    ├── InvalidAccountInput        bad role, empty or long name, credit amount out of range,
+    │                              empty or long suspension reason (also a ValueError)
     ├── AccountNotFound            no account with that id
-    ├── RoleNotAllowed             the account's role may not do this (e.g. a customer enrolling)
+    ├── RoleNotAllowed             the account's role may not do this (e.g. a customer enrolling,
+    │                              anyone but the operator suspending a node)
     ├── KeyNotFound                no API key with that id, prefix or value
     ├── AmbiguousKeyPrefix         a prefix that matches several keys: use the key id
     ├── EnrollmentRefused          a node enrollment that is not accepted

@@ -7,6 +7,11 @@ Provider cannot take it over, and a revoked key cannot be enrolled again (make a
 
 Like :mod:`coordinator.accounts.service`, every function works inside the caller's transaction.
 Revoking here only marks the row; closing the node's live sessions is the node hub's job.
+
+The operator may also *suspend* a node (:func:`suspend_node`): unlike revocation it is undone by
+:func:`restore_node`, and the node stays enrolled and connected but gets no new jobs. Marking the
+live node is the caller's job (the node registry); the hub reads the mark at admission, so a
+suspension survives reconnects and restarts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coordinator.accounts.errors import (
     AccountNotFound,
     EnrollmentMismatch,
+    InvalidAccountInput,
     InvalidEnrollmentProof,
     NodeEnrolledElsewhere,
     NodeNotFound,
@@ -33,13 +39,20 @@ from coordinator.db.models import Account, NodeEnrollment, Role
 from protocol import BadSignature, EnrollmentStatement, PublicKey
 
 __all__ = [
+    "MAX_SUSPENSION_REASON_CHARS",
     "OPERATOR",
     "Revoker",
     "enroll_node",
     "find_enrollment",
     "list_nodes",
+    "restore_node",
     "revoke_node",
+    "suspend_node",
+    "suspended_nodes",
 ]
+
+MAX_SUSPENSION_REASON_CHARS = 500
+"""The longest reason a suspension keeps (the column's size)."""
 
 
 class _Operator(Enum):
@@ -175,4 +188,88 @@ async def list_nodes(session: AsyncSession, provider_account_id: str) -> list[No
         .where(NodeEnrollment.account_id == provider_account_id)
         .order_by(NodeEnrollment.enrolled_at_ms, NodeEnrollment.node_id)
     )
+    return list((await session.scalars(query)).all())
+
+
+async def _operator_id(session: AsyncSession, by: Revoker, doing: str) -> str:
+    """What ``*_by`` columns record for ``by``: ``"operator"``, or an operator account's id."""
+    if by is OPERATOR:
+        return OPERATOR.value
+    account = await session.get(Account, by)
+    if account is None:
+        raise AccountNotFound(f"no account {by!r}")
+    if account.role is not Role.OPERATOR:
+        raise RoleNotAllowed(f"only the operator may {doing}; this is a {account.role.value}")
+    return account.id
+
+
+def _checked_reason(reason: str) -> str:
+    text = " ".join(reason.split())  # one line: newlines and tabs become spaces
+    if not text:
+        raise InvalidAccountInput(
+            "say why the node is suspended (the reason is shown to operators)"
+        )
+    if len(text) > MAX_SUSPENSION_REASON_CHARS:
+        raise InvalidAccountInput(
+            f"a suspension reason is at most {MAX_SUSPENSION_REASON_CHARS} characters"
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise InvalidAccountInput("a suspension reason cannot contain control characters")
+    return text
+
+
+async def suspend_node(
+    session: AsyncSession,
+    node_id: str,
+    *,
+    by: Revoker,
+    reason: str,
+    now_ms: int | None = None,
+) -> NodeEnrollment:
+    """Suspend the node ``node_id`` (no new jobs until :func:`restore_node`); return its
+    enrollment. Suspending a suspended node changes nothing (its time, author and reason stay).
+
+    ``by`` is :data:`OPERATOR` or an operator account's id; ``reason`` is a one-line text for
+    operators (whitespace runs become one space). Raises :class:`NodeNotFound`,
+    :class:`AccountNotFound` for an unknown ``by``, :class:`RoleNotAllowed` when ``by`` is not an
+    operator, and :class:`InvalidAccountInput` for an empty or too long reason.
+    """
+    text = _checked_reason(reason)
+    suspended_by = await _operator_id(session, by, "suspend nodes")
+    enrollment = await session.get(NodeEnrollment, node_id)
+    if enrollment is None:
+        raise NodeNotFound(f"no enrolled node {node_id!r}")
+    if enrollment.suspended_at_ms is None:
+        enrollment.suspended_at_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        enrollment.suspended_by = suspended_by
+        enrollment.suspended_reason = text
+        await session.flush()
+    return enrollment
+
+
+async def restore_node(session: AsyncSession, node_id: str, *, by: Revoker) -> NodeEnrollment:
+    """Lift the node's suspension; return its enrollment. Restoring a node that is not
+    suspended changes nothing. Raises like :func:`suspend_node`."""
+    await _operator_id(session, by, "restore nodes")
+    enrollment = await session.get(NodeEnrollment, node_id)
+    if enrollment is None:
+        raise NodeNotFound(f"no enrolled node {node_id!r}")
+    if enrollment.suspended_at_ms is not None:
+        enrollment.suspended_at_ms = None
+        enrollment.suspended_by = None
+        enrollment.suspended_reason = None
+        await session.flush()
+    return enrollment
+
+
+async def suspended_nodes(
+    session: AsyncSession, node_ids: list[str] | None = None
+) -> list[NodeEnrollment]:
+    """The suspended nodes (only among ``node_ids`` when given), most recently suspended first."""
+    query = select(NodeEnrollment).where(NodeEnrollment.suspended_at_ms.is_not(None))
+    if node_ids is not None:
+        if not node_ids:
+            return []
+        query = query.where(NodeEnrollment.node_id.in_(node_ids))
+    query = query.order_by(NodeEnrollment.suspended_at_ms.desc(), NodeEnrollment.node_id)
     return list((await session.scalars(query)).all())

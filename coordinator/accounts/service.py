@@ -227,13 +227,19 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
 
 
 async def revoke_key(
-    session: AsyncSession, key_id_or_prefix: str, *, now_ms: int | None = None
+    session: AsyncSession,
+    key_id_or_prefix: str,
+    *,
+    account_id: str | None = None,
+    now_ms: int | None = None,
 ) -> ApiKey:
     """Revoke one key, named by its id (``key_...``), its prefix (``sk-sai-XXXXXXXX``) or the
     raw key itself; return it. Revoking a revoked key changes nothing (its time is kept).
 
-    Raises :class:`KeyNotFound`, or :class:`AmbiguousKeyPrefix` when a prefix names several
-    keys (then use the key id).
+    With ``account_id``, only that account's keys are looked at: another account's key is
+    :class:`KeyNotFound`, exactly like an unknown one (for self-service, where a key id must
+    not reveal whether it exists elsewhere). Raises :class:`KeyNotFound`, or
+    :class:`AmbiguousKeyPrefix` when a prefix names several keys (then use the key id).
     """
     if key_id_or_prefix.startswith("key_"):
         condition = ApiKey.id == key_id_or_prefix
@@ -245,6 +251,8 @@ async def revoke_key(
         raise KeyNotFound(
             f"{key_id_or_prefix!r} is neither a key id (key_...) nor a key prefix (sk-sai-...)"
         )
+    if account_id is not None:
+        condition = condition & (ApiKey.account_id == account_id)
     keys = list((await session.scalars(select(ApiKey).where(condition).limit(10))).all())
     if not keys:
         raise KeyNotFound(f"no API key {key_id_or_prefix!r}")

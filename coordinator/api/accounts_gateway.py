@@ -20,6 +20,11 @@ from coordinator.api.context import Caller
 from coordinator.api.errors import ApiError
 from coordinator.db.models import NodeEnrollment
 from coordinator.hub.hub import Admission
+from coordinator.providers import (
+    EnrollmentTokenRefused,
+    check_enrollment_token,
+    enroll_with_token,
+)
 from protocol import EnrollmentStatement, PublicKey
 
 __all__ = ["DatabaseAccounts"]
@@ -71,6 +76,39 @@ class DatabaseAccounts:
         except NodeRevoked as error:
             raise ApiError(403, str(error), code="node_revoked") from None
 
+    async def enrollment_token_account(self, raw_token: str, now_ms: int) -> tuple[str, int]:
+        try:
+            async with self._sessions.begin() as session:
+                token = await check_enrollment_token(session, raw_token, now_ms=now_ms)
+                return token.account_id, token.expires_at_ms
+        except EnrollmentTokenRefused as error:
+            raise ApiError(401, str(error), code=error.code) from None
+
+    async def enroll_node_with_token(
+        self, raw_token: str, statement: EnrollmentStatement, proof: bytes, now_ms: int
+    ) -> tuple[str, str]:
+        try:
+            async with self._sessions.begin() as session:
+                enrollment = await enroll_with_token(
+                    session,
+                    raw_token,
+                    statement,
+                    proof,
+                    now_ms,
+                    coordinator_key=self._coordinator_key,
+                )
+                return enrollment.node_id, enrollment.account_id
+        except EnrollmentTokenRefused as error:
+            raise ApiError(401, str(error), code=error.code) from None
+        except RoleNotAllowed as error:
+            raise ApiError(403, str(error), code="wrong_role") from None
+        except (InvalidEnrollmentProof, EnrollmentMismatch) as error:
+            raise ApiError(400, str(error), code="invalid_proof") from None
+        except NodeEnrolledElsewhere as error:
+            raise ApiError(409, str(error), code="node_enrolled_elsewhere") from None
+        except NodeRevoked as error:
+            raise ApiError(403, str(error), code="node_revoked") from None
+
     async def admission(self, node_key: PublicKey) -> Admission:
         async with self._sessions.begin() as session:
             enrollment = await find_enrollment(session, node_key, include_revoked=True)
@@ -78,7 +116,7 @@ class DatabaseAccounts:
             return Admission(None, "unknown_node", "enroll this key with `shareai node init` first")
         if enrollment.revoked_at_ms is not None:
             return Admission(None, "revoked", "this node key was revoked")
-        return Admission(enrollment.account_id)
+        return Admission(enrollment.account_id, suspended=enrollment.suspended_at_ms is not None)
 
     async def revoked_among(self, node_ids: list[str]) -> list[str]:
         """Which of ``node_ids`` are revoked now (for closing live sessions)."""
@@ -92,3 +130,16 @@ class DatabaseAccounts:
                 )
             )
             return [row[0] for row in rows]
+
+    async def suspended_among(self, node_ids: list[str]) -> set[str]:
+        """Which of ``node_ids`` the operator has suspended now (to mark live nodes)."""
+        if not node_ids:
+            return set()
+        async with self._sessions.begin() as session:
+            rows = await session.execute(
+                select(NodeEnrollment.node_id).where(
+                    NodeEnrollment.node_id.in_(node_ids),
+                    NodeEnrollment.suspended_at_ms.is_not(None),
+                )
+            )
+            return {row[0] for row in rows}

@@ -28,11 +28,14 @@ from coordinator.catalogue import (
     CatalogueChange,
     CatalogueEntry,
     CatalogueError,
+    InvalidEntry,
+    ModelNotInCatalogue,
+    PutEntry,
     catalogue_history,
-    change_catalogue,
-    check_tokenizer,
+    checked_entry,
+    remove_model,
+    store_change,
 )
-from coordinator.tokens import TokenizerError
 
 __all__ = ["CATALOGUE_HANDLERS", "catalogue_entry_json"]
 
@@ -130,30 +133,16 @@ async def put_catalogue_entry(request: Request[Any, Any, Any]) -> dict[str, Any]
             param="id",
         )
     try:
-        entry = CatalogueEntry.parse(data, where=model_id)
-    except CatalogueError as error:
-        raise ApiError(400, str(error), code="invalid_catalogue_entry") from None
-    if entry.tokenizer is not None:
-        try:
-            check_tokenizer(entry.tokenizer)
-        except TokenizerError as error:
-            raise ApiError(
-                400,
-                f"{model_id}: tokenizer: {' '.join(str(error).split())}",
-                code="invalid_catalogue_entry",
-                param="tokenizer",
-            ) from None
-    existed: list[bool] = []
-
-    def change(current: Catalogue) -> Catalogue:
-        existed[:] = [current.get(model_id) is not None]  # in the version changed, not in ours
-        return current.with_entry(entry)
-
-    version, catalogue = await _change(services, change, operator, f"put {model_id}")
+        entry = checked_entry(data, where=model_id)
+    except InvalidEntry as error:
+        param = "tokenizer" if error.field == "tokenizer" else None
+        raise ApiError(400, str(error), code="invalid_catalogue_entry", param=param) from None
+    put = PutEntry(entry)
+    version, catalogue = await _change(services, put, operator, f"put {model_id}")
     return {
         "object": "catalogue.entry",
         "version": version,
-        "created": not existed[0],
+        "created": not put.replaced,
         "entry": catalogue_entry_json(
             entry, services, services.registry.node_counts().get(entry.id, 0), with_tokenizer=True
         ),
@@ -167,12 +156,10 @@ async def delete_catalogue_entry(request: Request[Any, Any, Any]) -> dict[str, A
     model_id = _model_id(request)
     try:
         version, catalogue = await _change(
-            services, lambda current: current.without(model_id), operator, f"remove {model_id}"
+            services, remove_model(model_id), operator, f"remove {model_id}"
         )
-    except KeyError:
-        raise ApiError(
-            404, f"no model {model_id!r} in the catalogue", code="model_not_found", param="id"
-        ) from None
+    except ModelNotInCatalogue as error:
+        raise ApiError(404, str(error), code="model_not_found", param="id") from None
     return {
         "object": "catalogue.entry.deleted",
         "id": model_id,
@@ -188,16 +175,22 @@ async def _change(
     operator: str,
     note: str,
 ) -> tuple[int, Catalogue]:
+    """Store ``change`` (see :func:`coordinator.catalogue.store_change`); ModelNotInCatalogue
+    passes through for the handler to word."""
     try:
-        version, catalogue = await change_catalogue(
-            _sessions(services), change, author=f"operator:{operator}", note=note
+        return await store_change(
+            _sessions(services),
+            services.catalogue,
+            change,
+            author=f"operator:{operator}",
+            note=note,
         )
+    except ModelNotInCatalogue:
+        raise
     except CatalogueBusy as error:
         raise ApiError(503, str(error), code="catalogue_busy") from None
     except CatalogueError as error:
         raise ApiError(409, str(error), code="catalogue_conflict") from None
-    services.catalogue.install(version, catalogue)
-    return version, catalogue
 
 
 CATALOGUE_HANDLERS: list[HTTPRouteHandler] = [

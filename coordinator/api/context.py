@@ -64,6 +64,19 @@ class AccountsGateway(Protocol):
         """
         ...
 
+    async def enrollment_token_account(self, raw_token: str, now_ms: int) -> tuple[str, int]:
+        """The Provider account a one-time enrollment token enrolls into, and when the token
+        expires (unix ms). Raises ApiError 401 (unknown, used, expired or revoked token)."""
+        ...
+
+    async def enroll_node_with_token(
+        self, raw_token: str, statement: EnrollmentStatement, proof: bytes, now_ms: int
+    ) -> tuple[str, str]:
+        """Use the one-time token to bind the node key to the token's Provider; returns the node
+        id and the account id. Raises ApiError like :meth:`enroll_node`, and 401 for a token
+        that cannot be used."""
+        ...
+
 
 @dataclass
 class Services:

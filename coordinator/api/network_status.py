@@ -5,13 +5,17 @@ with their Provider's anonymised handle (``pv_...``), never an account id. The s
 
 - ``nodes``: live nodes with hardware (GPU model and memory when the node reports them), the
   models they serve with prices, jobs in flight, reputation, uptime and seconds since last heard;
-  recently offline nodes (known to the router, not connected) with their uptime.
+  recently offline nodes (known to the router, not connected) with their uptime and seconds
+  since last heard.
 - ``models``: per model: nodes, capacity (concurrent jobs), jobs in flight, lowest and median
   price.
 - ``traffic``: requests and tokens per minute, error rate, time to first token p50/p90 and
   requests by outcome over the last two minutes and the last hour, and a per-minute series.
 - ``settlement``: customer spend, provider earnings, builder earnings and platform revenue for
   today and this month (UTC), in integer micro-USD, from posted generations.
+
+:func:`network_numbers` computes them; the JSON endpoint and the status pages
+(:mod:`coordinator.web.status`) both show what it returns.
 """
 
 from __future__ import annotations
@@ -29,14 +33,18 @@ from coordinator.api.context import Services, services_of
 from coordinator.db.generations import Generation
 from coordinator.routing import provider_handle
 
-__all__ = ["network_status"]
+__all__ = ["network_numbers", "network_status"]
 
 _OFFLINE_SHOWN = 100
 
 
 @get("/v1/network/status")
 async def network_status(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    services = services_of(request)
+    return await network_numbers(services_of(request))
+
+
+async def network_numbers(services: Services) -> dict[str, Any]:
+    """The network's public numbers (see the module doc): no account id, name or key."""
     now = time.time()
     return {
         "object": "network.status",
@@ -83,7 +91,11 @@ def _nodes(services: Services) -> dict[str, Any]:
         )
     offline_ids = sorted(router.uptime.idle_nodes(now, 0.0))[:_OFFLINE_SHOWN]
     offline = [
-        {"node": node_id, "uptime": round(book.ratio(now), 4)}
+        {
+            "node": node_id,
+            "uptime": round(book.ratio(now), 4),
+            "last_heard_s": round(max(0.0, now - book.last_event_s), 1),
+        }
         for node_id in offline_ids
         if (book := router.uptime.get(node_id)) is not None
     ]

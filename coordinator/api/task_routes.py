@@ -51,6 +51,7 @@ from scheduler import (
     RoutingPreferences,
     Rule,
     RuleMatch,
+    TaskRoute,
     match_task_route,
     parse_routing_preferences,
     parse_task_route,
@@ -58,7 +59,13 @@ from scheduler import (
     split_model_suffix,
 )
 
-__all__ = ["TASK_ROUTE_HANDLERS", "apply_task_route", "request_features"]
+__all__ = [
+    "TASK_ROUTE_HANDLERS",
+    "apply_task_route",
+    "check_route_document",
+    "dry_run",
+    "request_features",
+]
 
 _MANAGERS = frozenset({"customer", "builder", "operator"})
 _MAX_VERSION = 2**31 - 1
@@ -219,6 +226,14 @@ def _known_model(services: Services) -> KnownModel:
     return known
 
 
+def check_route_document(services: Services, document: object, name: str) -> TaskRoute:
+    """Validate a route document as ``PUT`` does: every model must be catalogued or served now.
+
+    Raises :class:`scheduler.InvalidTaskRoute` naming the first bad field.
+    """
+    return parse_task_route(document, known_model=_known_model(services), name=name)
+
+
 def _not_found(name: str) -> ApiError:
     return ApiError(404, f"no route {name!r}", code="route_not_found")
 
@@ -263,7 +278,7 @@ async def put_route_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services, caller, owner = await _owner(request)
     document = await read_json(request, exact_decimals=False)
     try:
-        route = parse_task_route(document, known_model=_known_model(services), name=_name(request))
+        route = check_route_document(services, document, _name(request))
     except InvalidTaskRoute as error:
         raise ApiError(400, str(error), code="invalid_route", param=error.field or None) from None
     try:
@@ -313,8 +328,20 @@ async def route_versions_endpoint(request: Request[Any, Any, Any]) -> dict[str, 
 async def dry_run_endpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The body is a sample chat (``messages``) or text (``prompt``) completion request."""
     services, _, owner = await _owner(request)
-    name = _name(request)
     sample = await read_json_object(request, exact_decimals=False)
+    return await dry_run(services, owner, _name(request), sample)
+
+
+async def dry_run(
+    services: Services, owner: RouteOwner, name: str, sample: dict[str, Any]
+) -> dict[str, Any]:
+    """Which rule of ``owner``'s route ``name`` a sample request would use, and which of its
+    models are live: the answer of ``POST .../dry-run``. Nothing runs and nothing is reserved.
+
+    ``sample`` is a chat (``messages``) or text (``prompt``) completion body; its ``model`` may
+    be left out. Raises ApiError: 400 for a malformed sample, 404 when there is no such route.
+    """
+    sample = {**sample}
     sample.setdefault("model", f"{ROUTE_PREFIX}{name}")
     raw = json.dumps(sample).encode()
     body: ChatCompletionRequest | CompletionRequest = (

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from coordinator.billing.account import AccountMoney, account_money, recent_generations
 from coordinator.billing.gate import (
     CreditGate,
     GateTotals,
@@ -43,6 +44,7 @@ from protocol import Done, Job, ToolCallDelta
 from scheduler import RouteDecision
 
 __all__ = [
+    "AccountMoney",
     "Answer",
     "AppTerms",
     "Billing",
@@ -52,8 +54,10 @@ __all__ = [
     "GenerationRecord",
     "InsufficientCredits",
     "Ticket",
+    "account_money",
     "cost_json",
     "generation_json",
+    "recent_generations",
 ]
 
 logger = logging.getLogger(__name__)

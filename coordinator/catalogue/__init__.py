@@ -3,15 +3,28 @@
 - :mod:`~coordinator.catalogue.entries`: entries, spellings and the alias index.
 - :mod:`~coordinator.catalogue.store`: versions in the database, the shipped starter set.
 - :mod:`~coordinator.catalogue.live`: the version a running coordinator uses, kept current.
+- :mod:`~coordinator.catalogue.edits`: the changes every editor (API, console, CLI) shares.
 - :mod:`~coordinator.catalogue.tokenizers`: which tokenizer counts each model's tokens.
 """
 
+from coordinator.catalogue.edits import (
+    PutEntry,
+    add_aliases,
+    checked_entry,
+    find_model,
+    remove_aliases,
+    remove_model,
+    store_change,
+)
 from coordinator.catalogue.entries import (
     Catalogue,
     CatalogueBusy,
     CatalogueEntry,
     CatalogueError,
+    CatalogueStale,
+    InvalidEntry,
     Modalities,
+    ModelNotInCatalogue,
     alias_key,
 )
 from coordinator.catalogue.live import CatalogueListener, LiveCatalogue
@@ -35,16 +48,26 @@ __all__ = [
     "CatalogueError",
     "CatalogueListener",
     "CatalogueRevision",
+    "CatalogueStale",
+    "InvalidEntry",
     "LiveCatalogue",
     "Modalities",
+    "ModelNotInCatalogue",
     "ModelTokenizers",
+    "PutEntry",
+    "add_aliases",
     "alias_key",
     "catalogue_history",
     "change_catalogue",
     "check_tokenizer",
+    "checked_entry",
     "ensure_catalogue",
+    "find_model",
     "load_catalogue_file",
     "load_latest_catalogue",
+    "remove_aliases",
+    "remove_model",
     "starter_catalogue",
+    "store_change",
     "tokenizer_file",
 ]

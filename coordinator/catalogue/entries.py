@@ -16,6 +16,14 @@ not claim the same spelling (:class:`CatalogueError`).
 or leaves a name no entry claims as it is; such a model is served under its own name and shown
 as uncatalogued. It cannot collide with a catalogued model: every canonical id and alias is
 claimed by its entry.
+
+**Errors.** Every refusal is a :class:`CatalogueError` (``str()`` says what and where)::
+
+    CatalogueError            a catalogue that cannot be (two entries claim a spelling, ...)
+    ├── InvalidEntry          one entry's field is wrong (``field`` names it)
+    ├── ModelNotInCatalogue   a change names a model the catalogue does not have
+    ├── CatalogueStale        the editor read an older version than the one in force
+    └── CatalogueBusy         other writers kept changing it; nothing was stored
 """
 
 from __future__ import annotations
@@ -31,7 +39,10 @@ __all__ = [
     "CatalogueBusy",
     "CatalogueEntry",
     "CatalogueError",
+    "CatalogueStale",
+    "InvalidEntry",
     "Modalities",
+    "ModelNotInCatalogue",
     "alias_key",
 ]
 
@@ -65,6 +76,36 @@ class CatalogueBusy(CatalogueError):
     """Other writers kept changing the catalogue; the change was not stored (retry)."""
 
 
+class InvalidEntry(CatalogueError):
+    """An entry's ``field`` (``"context_length"``, ``"aliases.2"``, ``"tokenizer"``...) is wrong."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ModelNotInCatalogue(CatalogueError):
+    """A change names ``model``, which no entry of the catalogue has (as its id, or any alias
+    where the change accepts one)."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class CatalogueStale(CatalogueError):
+    """The editor changed the catalogue as of version ``expected``, but ``current`` is in force
+    now: someone changed it meanwhile, and nothing was stored (so nothing was overwritten)."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(
+            f"the catalogue changed meanwhile: this edit was made on version {expected},"
+            f" and version {current} is in force now"
+        )
+        self.expected = expected
+        self.current = current
+
+
 class Modalities(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,7 +131,7 @@ class CatalogueEntry(BaseModel):
 
     @classmethod
     def parse(cls, data: object, *, where: str = "entry") -> CatalogueEntry:
-        """Validate ``data``; raises CatalogueError naming ``where`` and the first bad field."""
+        """Validate ``data``; raises InvalidEntry naming ``where`` and the first bad field."""
         try:
             return cls.model_validate(data)
         except ValidationError as error:
@@ -99,7 +140,7 @@ class CatalogueEntry(BaseModel):
             message = first["msg"]
             if first["type"] == "string_pattern_mismatch":
                 message = _PATTERN_HELP.get(field.split(".")[0], message)
-            raise CatalogueError(f"{where}: {field}: {message}") from None
+            raise InvalidEntry(f"{where}: {field}: {message}", field) from None
 
     def spellings(self) -> Iterator[str]:
         """The id and every alias, as given."""

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coordinator.catalogue.entries import Catalogue, CatalogueBusy, CatalogueError
+from coordinator.catalogue.entries import Catalogue, CatalogueBusy, CatalogueError, CatalogueStale
 from coordinator.db.catalogue import CatalogueVersion
 
 __all__ = [
@@ -100,16 +100,21 @@ async def change_catalogue(
     *,
     author: str,
     note: str = "",
+    expected_version: int | None = None,
 ) -> tuple[int, Catalogue]:
     """Apply ``change`` to the catalogue in force and store the result as the next version.
 
     Returns the new ``(version, catalogue)``; a change that alters nothing stores nothing and
-    returns the current one. Raises what ``change`` raises.
+    returns the current one. Raises what ``change`` raises. With ``expected_version`` (the
+    version an editor showed to a person), raises CatalogueStale rather than apply the change
+    on top of any other version, so an edit never silently overwrites one it did not see.
     """
     for _ in range(_WRITE_ATTEMPTS):
         try:
             async with sessions.begin() as session:
                 version, current = await load_latest_catalogue(session)
+                if expected_version is not None and version != expected_version:
+                    raise CatalogueStale(expected_version, version)
                 updated = change(current)
                 if version > 0 and updated == current:
                     return version, current

@@ -39,12 +39,14 @@ __all__ = [
     "AppSurchargeVersion",
     "Base",
     "ConsoleSession",
+    "EnrollmentToken",
     "HoldState",
     "LedgerAccount",
     "LedgerAccountKind",
     "LedgerHold",
     "LedgerTransfer",
     "NodeEnrollment",
+    "ProviderPrice",
     "Role",
     "TransferKind",
 ]
@@ -350,3 +352,52 @@ class AppAuthorization(Base):
     @property
     def active(self) -> bool:
         return self.revoked_at_ms is None
+
+
+class ProviderPrice(Base):
+    """A Provider's own price for one model, in force on all of the Provider's nodes.
+
+    ``model`` is the model's network id (its canonical catalogue id, or the name an uncatalogued
+    model is served under). The coordinator applies it to the offers of every node of the
+    account in place of the price the node announces, for new jobs; deleting the row falls back
+    to the node's own price. Written only by :mod:`coordinator.providers`.
+    """
+
+    __tablename__ = "provider_prices"
+    __table_args__ = (
+        CheckConstraint(
+            "price_input_micro_usd_per_1m >= 0 AND price_input_micro_usd_per_1m <= 1000000000000"
+            " AND price_output_micro_usd_per_1m >= 0"
+            " AND price_output_micro_usd_per_1m <= 1000000000000",
+            name="prices_within_bounds",
+        ),
+    )
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    price_input_micro_usd_per_1m: Mapped[int] = mapped_column(BigInteger)
+    price_output_micro_usd_per_1m: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class EnrollmentToken(Base):
+    """A one-time token that enrolls one node key under a Provider's account.
+
+    Made in the Provider console so the Provider's API key never goes onto a node. Only the
+    SHA-256 of the token is stored. It works once (``used_at_ms``), until ``expires_at_ms``,
+    unless revoked. Written only by :mod:`coordinator.providers`.
+    """
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    # ``sai-enroll-XXXXXXXX``: tells tokens apart in a list, far too short to guess the rest.
+    prefix: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    used_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The node the token enrolled (set with ``used_at_ms``).
+    node_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)

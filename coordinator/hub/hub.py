@@ -59,11 +59,16 @@ class PeerGone(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """The hub's decision on a node key: its Provider, or why it is refused."""
+    """The hub's decision on a node key: its Provider, or why it is refused.
+
+    An admitted node may be ``suspended`` by the operator: it is admitted (it stays connected
+    and heartbeats) but gets no new jobs until restored.
+    """
 
     provider_account_id: str | None
     refusal: RejectCode | None = None
     message: str = ""
+    suspended: bool = False
 
 
 AdmitNode = Callable[[PublicKey], Awaitable[Admission]]
@@ -128,6 +133,7 @@ class NodeHub:
                 offers={offer.model: offer for offer in hello.offers},
                 link=NodeLink(session, send, close),
                 heartbeat_interval_s=self.settings.heartbeat_interval_ms / 1000,
+                suspended=admission.suspended,
             )
             previous = self.registry.add(node)
             if previous is not None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,7 @@ __all__ = [
     "NodeGone",
     "NodeLink",
     "NodeRegistry",
+    "PriceOverride",
     "RegistryListener",
 ]
 
@@ -162,6 +163,9 @@ class LiveNode:
     """The offers as the node sent them (``offers`` is them named through the catalogue)."""
     names: dict[str, str] = field(default_factory=dict)
     """Each announced model name -> its network id (two names of one model share an id)."""
+    suspended: bool = False
+    """The operator keeps the node from new jobs: it stays connected and its running jobs
+    finish (set through :meth:`NodeRegistry.set_suspended`, so the router hears of it)."""
 
     def free_slots(self, model: str) -> int:
         offer = self.offers.get(model)
@@ -172,6 +176,15 @@ class LiveNode:
     def key_of(self, local_name: str) -> str | None:
         """The network id under which this node now offers its model ``local_name``."""
         return self.names.get(local_name)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """A Provider's own price for one model, in force on all of its nodes (micro-USD per 1M
+    tokens); it replaces the price each node announces for that model."""
+
+    input_micro_usd_per_1m: int
+    output_micro_usd_per_1m: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +227,11 @@ class NodeRegistry:
         self._nodes: dict[str, LiveNode] = {}
         self.catalogue = Catalogue()
         self._listeners: list[RegistryListener] = []
+        self._prices: dict[str, dict[str, PriceOverride]] = {}
+        """Provider account id -> network model id -> the Provider's own price."""
+        self.price_generation = 0
+        """Changes whenever a Provider's own prices change (a reload from the database that
+        read before a newer change applies nothing)."""
         self.version = 0
         self.lookup = self._nodes.get
         """``get`` without the method call in between (for per-decision hot loops)."""
@@ -248,8 +266,54 @@ class NodeRegistry:
 
     def _announce(self, node: LiveNode, offers: tuple[Offer, ...]) -> None:
         node.announced = offers
-        node.offers = self.key_offers(offers)
+        node.offers = self._priced(node.provider_account_id, self.key_offers(offers))
         node.names = {offer.model: self.catalogue.network_id(offer.model) for offer in offers}
+
+    def _priced(self, account_id: str, offers: dict[str, Offer]) -> dict[str, Offer]:
+        """``offers`` at the Provider's own prices where it set one (the scheduler and
+        settlement both read a node's price from ``LiveNode.offers``)."""
+        prices = self._prices.get(account_id)
+        if not prices:
+            return offers
+        priced: dict[str, Offer] = {}
+        for key, offer in offers.items():
+            price = prices.get(key)
+            priced[key] = (
+                offer
+                if price is None
+                else offer.model_copy(
+                    update={
+                        "price_input_micro_usd_per_1m": price.input_micro_usd_per_1m,
+                        "price_output_micro_usd_per_1m": price.output_micro_usd_per_1m,
+                    }
+                )
+            )
+        return priced
+
+    def price_overrides(self, account_id: str) -> dict[str, PriceOverride]:
+        """The Provider's own prices now in force, by network model id."""
+        return dict(self._prices.get(account_id, {}))
+
+    def set_price_overrides(self, account_id: str, prices: Mapping[str, PriceOverride]) -> None:
+        """Replace the Provider ``account_id``'s own prices and re-price its live nodes at once
+        (new jobs only: a decision already made keeps the price it was made at)."""
+        wanted = dict(prices)
+        if self._prices.get(account_id, {}) == wanted:
+            return
+        if wanted:
+            self._prices[account_id] = wanted
+        else:
+            self._prices.pop(account_id, None)
+        self.price_generation += 1
+        for node in list(self._nodes.values()):
+            if node.provider_account_id == account_id:
+                self._announce(node, node.announced)
+                self._offers_changed(node)
+
+    def use_price_overrides(self, prices: Mapping[str, Mapping[str, PriceOverride]]) -> None:
+        """Replace every Provider's own prices (at start-up, and when the database says so)."""
+        for account_id in set(self._prices) | set(prices):
+            self.set_price_overrides(account_id, prices.get(account_id, {}))
 
     def use_catalogue(self, catalogue: Catalogue) -> None:
         """Name every offer through ``catalogue`` from now on (a LiveCatalogue listener)."""
@@ -295,6 +359,17 @@ class NodeRegistry:
         self.version += 1
         for listener in self._listeners:
             listener.node_offers_changed(node)
+
+    def set_suspended(self, node_id: str, suspended: bool) -> bool:
+        """Mark the live node ``node_id`` suspended (no new jobs) or not; False when it is not
+        connected here. A change counts as an offers change: the router re-reads the node."""
+        node = self._nodes.get(node_id)
+        if node is None:
+            return False
+        if node.suspended != suspended:
+            node.suspended = suspended
+            self._offers_changed(node)
+        return True
 
     def heard(self, node: LiveNode) -> None:
         """A frame arrived from ``node``: it is alive."""

@@ -8,6 +8,7 @@ Server-rendered Jinja templates (``templates/``), one stylesheet and one small l
 - :mod:`coordinator.web.provider`: the Provider console
 - :mod:`coordinator.web.builder`: the Builder console
 - :mod:`coordinator.web.customer`: the customer console (and task route pages)
+- :mod:`coordinator.web.task_routes`: the task route pages of customers and of Builders' apps
 - :mod:`coordinator.web.catalogue`: the operator's model catalogue page
 
 :mod:`coordinator.web.pages` holds what they share (login checks, CSRF, rendering).
@@ -71,7 +72,7 @@ def web_handlers() -> list[ControllerRouterHandler]:
     ]
 
 
-WEB_EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+WEB_EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     PageError: page_error_response,
     LoginRequired: login_required_response,
 }

@@ -210,7 +210,7 @@ _NO_STORE = {"cache-control": "no-store", "x-frame-options": "DENY"}
 def see_other(path: str, notice: str = "") -> Redirect:
     """After a successful form, go back to ``path`` (303) with a one-line ``notice`` shown."""
     target = path + (("&" if "?" in path else "?") + "notice=" + quote(notice) if notice else "")
-    return Redirect(path=target, status_code=303)
+    return Redirect(path=target, status_code=303, headers=_NO_STORE)
 
 
 def page_error_response(request: Request[Any, Any, Any], error: PageError) -> Response[Any]:
@@ -228,4 +228,4 @@ def page_error_response(request: Request[Any, Any, Any], error: PageError) -> Re
 def login_required_response(request: Request[Any, Any, Any], error: LoginRequired) -> Response[Any]:
     """Exception handler: to the login page, which sends the browser back afterwards."""
     del request
-    return Redirect(path="/login?next=" + quote(error.path), status_code=303)
+    return Redirect(path="/login?next=" + quote(error.path), status_code=303, headers=_NO_STORE)

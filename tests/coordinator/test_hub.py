@@ -149,3 +149,19 @@ async def test_a_second_session_of_the_same_node_supersedes_the_first() -> None:
     assert hub.registry.get(node.node_id) is not None  # the new session stays registered
     second_pipe.to_hub.put_nowait(None)
     await asyncio.wait_for(second_task, 2)
+
+
+async def test_a_node_suspended_in_its_admission_is_connected_but_marked() -> None:
+    async def admit(key: PublicKey) -> Admission:
+        return Admission("acc_provider", suspended=True)
+
+    hub = NodeHub(
+        Identity.generate(), NodeRegistry(), admit, HubSettings(heartbeat_interval_ms=5_000)
+    )
+    pipe, node, task = await connect(hub, Identity.generate())
+    assert node.established  # admitted: it stays connected and heartbeats
+    entry = hub.registry.get(node.node_id)
+    assert entry is not None
+    assert entry.suspended
+    pipe.to_hub.put_nowait(None)
+    await asyncio.wait_for(task, 2)

@@ -265,3 +265,26 @@ def test_the_route_log_keeps_the_most_recent_records() -> None:
     explained = log.recent(1)[0].to_json()
     assert explained["decision"]["candidates"][0]["node"] == "nd_a"
     assert "acct_p" not in str(explained["decision"])
+
+
+def test_a_suspended_node_is_excluded_until_restored_and_its_running_jobs_are_untouched() -> None:
+    node = live("nd_a")
+    node.in_flight[MODEL] = 2  # jobs already running on it
+    r, _ = router(node)
+    prefs = RoutingPreferences(MODEL)
+    assert [c.state.node_id for c in r.decide(prefs, request()).candidates] == ["nd_a"]
+
+    assert r.registry.set_suspended("nd_a", True)
+    decision = r.decide(prefs, request())
+    assert decision.candidates == ()
+    assert [(e.node_id, e.reason) for e in decision.excluded] == [
+        ("nd_a", "suspended by the operator")
+    ]
+    assert node.in_flight[MODEL] == 2  # suspension starts nothing and stops nothing
+    report = r.node_report("nd_a")
+    assert report is not None
+    assert report["suspended"] is True
+
+    assert r.registry.set_suspended("nd_a", False)
+    assert [c.state.node_id for c in r.decide(prefs, request()).candidates] == ["nd_a"]
+    assert not r.registry.set_suspended("nd_gone", True)  # not connected here: nothing to mark

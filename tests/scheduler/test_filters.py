@@ -20,6 +20,19 @@ def test_model_filter() -> None:
     assert p.filter_model(node(model="other"), ctx()) == f"does not serve {MODEL}"
 
 
+def test_suspended_filter() -> None:
+    assert p.filter_suspended(node(), ctx()) is None
+    assert p.filter_suspended(node(suspended=True), ctx()) == "suspended by the operator"
+
+
+def test_suspension_is_the_reason_reported_before_any_request_preference() -> None:
+    """An operator's suspension outranks the customer's own lists and the node's load."""
+    suspended = node("n1", suspended=True, in_flight=4, circuit="open")
+    context = ctx(ignore=frozenset({"n1"}))
+    first = next(r for f in p.FILTERS if (r := f(suspended, context)) is not None)
+    assert first == "suspended by the operator"
+
+
 def test_circuit_filter() -> None:
     assert p.filter_circuit(node(circuit="closed"), ctx()) is None
     assert p.filter_circuit(node(circuit="half_open"), ctx()) is None

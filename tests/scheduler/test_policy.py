@@ -69,6 +69,37 @@ def test_no_route_raises_with_the_explanation() -> None:
     assert caught.value.decision.excluded[0].node_id == "mine"
 
 
+def test_a_suspended_node_is_never_chosen_and_says_why() -> None:
+    d = decide([node("kept"), node("off", suspended=True, price_input_micro_usd_per_1m=1)])
+    assert [c.state.node_id for c in d.candidates] == ["kept"]
+    assert {e.node_id: e.reason for e in d.excluded} == {"off": "suspended by the operator"}
+
+
+def test_a_suspended_node_loses_its_session_affinity_and_order_position() -> None:
+    states = [node("a", suspended=True), node("b")]
+    sticky = decide(states, session_id="s1", affinity={"s1": "a"})
+    assert [c.state.node_id for c in sticky.candidates] == ["b"]
+    assert not sticky.affinity_used
+    ordered = decide(states, ProviderPreferences(order=("a",), allow_fallbacks=False))
+    assert ordered.candidates == ()
+    assert ordered.excluded[0].reason == "suspended by the operator"
+
+
+def test_a_large_pool_never_picks_a_suspended_leader() -> None:
+    # The cheapest, fastest node of a pool past scan_all_up_to is a leader, so it is always
+    # examined; suspended, it must still be excluded.
+    states = [node(f"n{i}") for i in range(40)] + [
+        node("leader", suspended=True, price_input_micro_usd_per_1m=1, ttft_p50_ms=1.0)
+    ]
+    config = PolicyConfig(scan_all_up_to=10, sample_size=5)
+    for seed in range(20):
+        d = decide(states, config=config, seed=seed)
+        assert "leader" not in {c.state.node_id for c in d.candidates}
+        assert ("leader", "suspended by the operator") in {
+            (e.node_id, e.reason) for e in d.excluded
+        }
+
+
 def test_unserved_model_yields_empty_decision() -> None:
     d = decide([node("a", model="other")])
     assert d.candidates == ()

@@ -47,6 +47,7 @@ def states(draw: st.DrawFn) -> list[NodeModelState]:
             reputation=draw(st.floats(0, 1)),
             circuit=draw(st.sampled_from(["closed", "open", "half_open"])),
             probation=draw(st.booleans()),
+            suspended=draw(st.sampled_from([False, False, False, True])),
         )
         for i in range(count)
     ]

@@ -35,8 +35,10 @@ context_length = 4096
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one test module. Not session-wide: Playwright's sync API keeps an event
+    loop running while it is open, and async tests of other modules need theirs."""
     executable = shutil.which(CHROMIUM) or (CHROMIUM if os.access(CHROMIUM, os.X_OK) else None)
     if executable is None:
         pytest.fail(

@@ -11,7 +11,14 @@
         return response.text();
       })
       .then(function (html) {
+        // <details data-keep="KEY"> a person opened stay open across the swap.
+        var open = Array.prototype.map.call(
+          element.querySelectorAll("details[open][data-keep]"),
+          function (details) { return details.dataset.keep; });
         element.innerHTML = html;
+        element.querySelectorAll("details[data-keep]").forEach(function (details) {
+          if (open.indexOf(details.dataset.keep) >= 0) { details.open = true; }
+        });
         element.dataset.refreshedAt = String(Date.now());
         element.removeAttribute("data-stale");
       })
