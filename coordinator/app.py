@@ -20,13 +20,6 @@ from sqlalchemy import text
 
 from coordinator.api.apps import APP_HANDLERS
 from coordinator.api.catalogue import CATALOGUE_HANDLERS
-from coordinator.api.completions import (
-    build_job,
-    name_models,
-    respond,
-    route_input,
-    task_route_headers,
-)
 from coordinator.api.context import AccountsGateway, Caller, Services, caller_of, services_of
 from coordinator.api.errors import (
     ApiError,
@@ -34,35 +27,28 @@ from coordinator.api.errors import (
     http_exception_handler,
     unexpected_error_handler,
 )
+from coordinator.api.inference import own_generation, serve_completion
 from coordinator.api.keys import KEY_HANDLERS
-from coordinator.api.middleware import RequestIdMiddleware, request_id_of
+from coordinator.api.market import MARKET_API_HANDLERS
+from coordinator.api.middleware import RequestIdMiddleware
 from coordinator.api.network_status import network_status
 from coordinator.api.operator import OPERATOR_HANDLERS
 from coordinator.api.provider import PROVIDER_API_HANDLERS, enrollment_token_of
-from coordinator.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
-from coordinator.api.task_routes import TASK_ROUTE_HANDLERS, apply_task_route
+from coordinator.api.task_routes import TASK_ROUTE_HANDLERS
 from coordinator.billing import (
-    InsufficientCredits,
-    Ticket,
     account_money,
     generation_json,
     recent_generations,
 )
 from coordinator.db import head_revision
-from coordinator.db.generations import Generation
 from coordinator.hub.hub import PeerGone
 from coordinator.observe import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from coordinator.observe import RequestObservation
-from coordinator.routing import RouteInput
 from coordinator.web import WEB_EXCEPTION_HANDLERS, template_config, web_handlers
-from protocol import EnrollmentStatement, Job, MalformedFrame, PublicKey
+from protocol import EnrollmentStatement, MalformedFrame, PublicKey
 
 __all__ = ["AccountsGateway", "Caller", "Services", "create_app"]
 
 MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
-
-
-_MAY_REQUEST_COMPLETIONS = frozenset({"customer", "builder", "operator"})
 
 
 _services = services_of
@@ -70,94 +56,8 @@ _caller = caller_of
 
 
 async def _completion(request: Request[Any, Any, Any], chat: bool) -> Response[Any]:
-    """Observe the request to its one end; the answering is :func:`_answer`."""
-    observation = _services(request).observer.start(request_id_of(request.scope), "")
-    try:
-        return await _answer(request, chat, observation)
-    except ApiError as error:
-        observation.end(error.code or "error", status=error.status)
-        raise
-    except Exception:
-        observation.end("internal_error", status=500)
-        raise
-
-
-async def _answer(
-    request: Request[Any, Any, Any], chat: bool, observation: RequestObservation
-) -> Response[Any]:
-    caller = await _caller(request)
-    if caller.role not in _MAY_REQUEST_COMPLETIONS:
-        raise ApiError(
-            403, f"a {caller.role} key cannot make inference requests", code="wrong_role"
-        )
-    services = _services(request)
-    raw = await request.body()
-    body: ChatCompletionRequest | CompletionRequest = (
-        parse_body(raw, ChatCompletionRequest) if chat else parse_body(raw, CompletionRequest)
-    )
-    observation.requested_model = body.model
-    job = build_job(body, services.completion)
-    routing = route_input(body, job, caller.account_id)
-    routing.request_id = request_id_of(request.scope)
-    await apply_task_route(services, caller, body, job, routing)
-    routing.prefs = name_models(routing.prefs, services.catalogue.current)
-    if routing.prefs.model != job.model:  # a route, an alias, a :floor / :nitro suffix
-        job = job.model_copy(update={"model": routing.prefs.model})
-    ticket = await _open_ticket(services, caller, job, routing, chat=chat, requested=body.model)
-    return await respond(
-        services.dispatcher,
-        job,
-        chat=chat,
-        stream=body.stream,
-        include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        settings=services.completion,
-        headers=task_route_headers(routing),
-        routing=routing,
-        ticket=ticket,
-        observation=observation,
-    )
-
-
-async def _open_ticket(
-    services: Services,
-    caller: Caller,
-    job: Job,
-    routing: RouteInput,
-    *,
-    chat: bool,
-    requested: str,
-) -> Ticket | None:
-    """Route, then reserve the worst-case cost before any node is used (402 if unaffordable)."""
-    billing = services.billing
-    if billing is None:
-        return None
-    decision = services.dispatcher.router.decide(routing.prefs, routing.request)
-    routing.decision = decision
-    if not decision.candidates:
-        return None  # the dispatcher explains why (404/503): nothing to bill
-    app = None
-    if caller.app_id is not None:
-        if services.app_terms is None:
-            raise ApiError(403, "app-scoped keys are not enabled here", code="wrong_role")
-        app = await services.app_terms(caller.app_id)
-    try:
-        return await billing.open(
-            job,
-            decision,
-            generation_id=("chatcmpl-" if chat else "cmpl-") + job.job_id.removeprefix("job_"),
-            request_id=routing.request_id,
-            customer_account_id=caller.account_id,
-            api_key_id=caller.api_key_id,
-            app=app,
-            requested_model=requested,
-            task_route=routing.task_route,
-        )
-    except InsufficientCredits as short:
-        raise ApiError(
-            402,
-            f"{short}; add credits to your account",
-            code="insufficient_credits",
-        ) from None
+    """The bearer key's request, answered by the one inference path (the Playground's too)."""
+    return await serve_completion(request, chat=chat)
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -329,18 +229,11 @@ async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
 async def generation(request: Request[Any, Any, Any], generation_id: str) -> dict[str, Any]:
     """One past request of the caller's: node, model, timings, token counts, itemised cost."""
     caller = await _caller(request)
-    services = _services(request)
-    if services.sessions is None or services.billing is None:
-        raise ApiError(404, "billing is not enabled on this coordinator", code="not_found")
-    pending = services.billing.gate.pending(generation_id)
-    if pending is not None and pending.customer_account_id == caller.account_id:
-        return pending.to_json()
-    async with services.sessions() as session:
-        row = await session.get(Generation, generation_id)
-    if row is None or row.customer_account_id != caller.account_id:
+    found = await own_generation(_services(request), caller.account_id, generation_id)
+    if found is None:
         # Someone else's generation is "not found" too: ids are not secrets, usage is.
         raise ApiError(404, f"no generation {generation_id!r} of yours", code="not_found")
-    return generation_json(row)
+    return found
 
 
 async def _operator(request: Request[Any, Any, Any]) -> Services:
@@ -496,6 +389,7 @@ def create_app(services: Services) -> Litestar:
             *KEY_HANDLERS,
             *OPERATOR_HANDLERS,
             *TASK_ROUTE_HANDLERS,
+            *MARKET_API_HANDLERS,
             *web_handlers(),
         ],
         middleware=[RequestIdMiddleware],

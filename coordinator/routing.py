@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from coordinator.hub.nodes import LiveNode, NodeRegistry
+from coordinator.market.history import MarketHistory
 from protocol import Offer
 from scheduler import (
     CircuitBook,
@@ -288,6 +289,8 @@ class Router:
     uptime: UptimeBook = field(default_factory=UptimeBook)
     affinity: OrderedDict[str, str] = field(default_factory=OrderedDict)
     routes: RouteLog = field(default_factory=RouteLog)
+    history: MarketHistory = field(default_factory=MarketHistory)
+    """Per-model served minutes and availability for the public model pages (wall clock)."""
     states_computed: int = 0
     """How many node-and-model states were (re)computed: the snapshot upkeep's work."""
     _builder: SnapshotBuilder = field(default_factory=SnapshotBuilder)
@@ -309,13 +312,16 @@ class Router:
 
     def node_added(self, node: LiveNode) -> None:
         self.uptime.of(node.node_id).connected(self.clock(), node.heartbeat_interval_s)
+        self.history.node_offers(node.node_id, () if node.suspended else node.offers)
         self._dirty.add(node.node_id)
 
     def node_removed(self, node: LiveNode) -> None:
         self.uptime.of(node.node_id).disconnected(self.clock())
+        self.history.node_offers(node.node_id, ())
         self._dirty.add(node.node_id)
 
     def node_offers_changed(self, node: LiveNode) -> None:
+        self.history.node_offers(node.node_id, () if node.suspended else node.offers)
         self._dirty.add(node.node_id)
 
     def node_heard(self, node: LiveNode) -> None:
@@ -474,6 +480,15 @@ class Router:
         )
         self.reputation.of(node_id).record("completion", now)
         self.circuits.of(node_id, model).record_success(now)
+        node = self.registry.get(node_id)
+        offer = node.offers.get(model) if node is not None else None
+        self.history.record_served(
+            model,
+            ttft_ms=ttft_ms,
+            tokens_per_s=tokens_per_s,
+            price_input_micro_usd_per_1m=offer.price_input_micro_usd_per_1m if offer else None,
+            price_output_micro_usd_per_1m=offer.price_output_micro_usd_per_1m if offer else None,
+        )
         self._dirty.add(node_id)
         if node_id in self.tripped:
             self._untrip_closed(node_id, now)
@@ -537,7 +552,12 @@ class Router:
                         "p50": summary.ttft_p50_ms or None,
                         "p90": summary.ttft_p90_ms or None,
                     },
-                    "throughput_tokens_per_s": {"p50": summary.tokens_per_s_p50 or None},
+                    "throughput_tokens_per_s": {
+                        "p50": summary.tokens_per_s_p50 or None,
+                        "p90": self.measurements.of(node.node_id, model).tokens_per_s.quantile(
+                            0.9, now
+                        ),
+                    },
                     "error_rate": round(summary.error_rate, 4),
                     "timeout_rate": round(summary.timeout_rate, 4),
                     "samples": summary.samples,

@@ -5,6 +5,8 @@ Server-rendered Jinja templates (``templates/``), one stylesheet and one small l
 
 - :mod:`coordinator.web.login`: ``/login``, ``/logout``, ``/console``
 - :mod:`coordinator.web.status`: the public status page and the operator's console
+- :mod:`coordinator.web.market`: the public marketplace, ``/models``, ``/models/{model}``,
+  ``/providers``
 - :mod:`coordinator.web.provider`: the Provider console
 - :mod:`coordinator.web.builder`: the Builder console
 - :mod:`coordinator.web.customer`: the customer console (and task route pages)
@@ -30,6 +32,7 @@ from coordinator.web.catalogue import CATALOGUE_PAGE_HANDLERS
 from coordinator.web.customer import CUSTOMER_HANDLERS
 from coordinator.web.filters import FILTERS
 from coordinator.web.login import LOGIN_HANDLERS
+from coordinator.web.market import MARKET_PAGE_HANDLERS
 from coordinator.web.pages import (
     LoginRequired,
     PageError,
@@ -65,6 +68,7 @@ def web_handlers() -> list[ControllerRouterHandler]:
         create_static_files_router(path="/static", directories=[_HERE / "static"]),
         *LOGIN_HANDLERS,
         *STATUS_HANDLERS,
+        *MARKET_PAGE_HANDLERS,
         *PROVIDER_HANDLERS,
         *BUILDER_HANDLERS,
         *CUSTOMER_HANDLERS,

@@ -8,6 +8,7 @@
                                             once (never in a URL, never stored)
 ``POST /console/customer/keys/{id}/revoke`` revoke one of the viewer's keys (404 otherwise)
 ``/console/customer/routes...``             task routes (:mod:`coordinator.web.task_routes`)
+``/console/customer/playground...``         the Playground (:mod:`coordinator.web.playground`)
 ==========================================  ===============================================
 
 Balances are computed exactly as ``GET /v1/account`` computes them
@@ -38,6 +39,7 @@ from coordinator.web.pages import (
     require_viewer,
     see_other,
 )
+from coordinator.web.playground import PLAYGROUND_HANDLERS
 from coordinator.web.sessions import Viewer
 from coordinator.web.task_routes import TASK_ROUTE_PAGE_HANDLERS
 
@@ -117,5 +119,6 @@ CUSTOMER_HANDLERS: list[ControllerRouterHandler] = [
     customer_live,
     create_key,
     revoke_own_key,
+    *PLAYGROUND_HANDLERS,
     *TASK_ROUTE_PAGE_HANDLERS,
 ]

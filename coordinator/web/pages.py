@@ -33,6 +33,7 @@ __all__ = [
     "MAX_FORM_BYTES",
     "LoginRequired",
     "PageError",
+    "check_script_request",
     "console_home",
     "database",
     "login_required_response",
@@ -64,6 +65,7 @@ _NAVIGATION: dict[Role, tuple[tuple[str, str], ...]] = {
     Role.BUILDER: (("/console/builder", "My apps"),),
     Role.CUSTOMER: (
         ("/console/customer", "Account"),
+        ("/console/customer/playground", "Playground"),
         ("/console/customer/routes", "Task routes"),
     ),
 }
@@ -170,8 +172,26 @@ async def read_form(request: Request[Any, Any, Any], viewer: Viewer | None) -> d
     return fields
 
 
+def check_script_request(request: Request[Any, Any, Any], viewer: Viewer) -> None:
+    """A console script's request (``fetch``, not a form): it must come from this origin (an
+    ``Origin`` header is required: browsers send one with every ``fetch`` POST) and carry the
+    session's CSRF token in the ``x-csrf-token`` header. Raises a 403 :class:`PageError`."""
+    if not request.headers.get("origin") or not _same_origin(request):
+        raise PageError(403, "this request was sent from another site, so it was refused")
+    if not hmac.compare_digest(
+        request.headers.get("x-csrf-token", "").encode(), viewer.csrf_token.encode()
+    ):
+        raise PageError(
+            403, "this request was not sent from your console (no CSRF token); reload the page"
+        )
+
+
 def navigation(viewer: Viewer | None) -> Iterable[tuple[str, str]]:
-    links: list[tuple[str, str]] = [("/status", "Network status")]
+    links: list[tuple[str, str]] = [
+        ("/models", "Models"),
+        ("/providers", "Providers"),
+        ("/status", "Network status"),
+    ]
     if viewer is not None:
         links.extend(_NAVIGATION[viewer.role])
     return links

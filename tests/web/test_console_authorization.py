@@ -42,6 +42,7 @@ from litestar.routes import HTTPRoute
 from coordinator.app import Services, create_app
 from protocol import Identity
 from tests.e2e.network import Network, network, run_shareai
+from tests.web.conftest import MOCK_MODEL, MOCK_NODE
 
 ROLES = ("operator", "provider", "builder", "customer")
 FORM_METHODS = frozenset({"GET", "POST"})
@@ -126,6 +127,8 @@ OBJECT_OWNERSHIP: dict[str, Owned | AnyObject] = {
     "/console/customer/routes/{name:str}": Owned("customer_route"),
     "/console/customer/routes/{name:str}/delete": Owned("customer_route"),
     "/console/customer/routes/{name:str}/dry-run": Owned("customer_route"),
+    # The Playground: a customer's generations (usage) are their own.
+    "/console/customer/playground/generations/{generation_id:str}": Owned("customer_generation"),
     # The Builder console: apps and their task routes are the Builder's own.
     "/console/builder/apps/{app_id:str}/surcharge": Owned(
         "builder_app", form={"surcharge_percent": "5"}
@@ -181,6 +184,22 @@ def _customer_key(world: World, owner: Account) -> OwnedObject:
         owner.account_id,
     )
     return OwnedObject({"key_id": key_id}, (owner.name, prefix))
+
+
+def _customer_generation(world: World, owner: Account) -> OwnedObject:
+    """A request the owner paid for, made with its key through the API (on a mock node that
+    the first such object starts)."""
+    if not world.net.model_nodes(MOCK_MODEL):
+        world.net.add_node("playground-node", MOCK_NODE)
+        world.net.wait_for_nodes(MOCK_MODEL, 1)
+    world.net.admin("add-credits", "--account", owner.account_id, "--usd", "1")
+    response = owner.client.post(
+        "/v1/chat/completions",
+        json={"model": MOCK_MODEL, "messages": [{"role": "user", "content": owner.name}]},
+        headers=_bearer(owner),
+    )
+    assert response.status_code == 200, response.text
+    return OwnedObject({"generation_id": response.json()["id"]}, (owner.name,))
 
 
 def _route_document(owner: Account) -> dict[str, Any]:
@@ -272,6 +291,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "customer_key": Kind("customer", frozenset({"key_id"}), _customer_key),
     "customer_route": Kind("customer", frozenset({"name"}), _customer_route),
+    "customer_generation": Kind("customer", frozenset({"generation_id"}), _customer_generation),
     "builder_app": Kind("builder", frozenset({"app_id"}), _builder_app),
     "builder_app_route": Kind("builder", frozenset({"app_id", "name"}), _builder_app_route),
     "provider_token": Kind("provider", frozenset({"token_id"}), _provider_token),

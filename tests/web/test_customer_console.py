@@ -42,7 +42,11 @@ def net(console_network: Network) -> Network:
 
 
 def _client(net: Network, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=net.base_url, api_key=key, max_retries=0)
+    # "connection: close": these clients are never closed, and a kept-alive socket left for
+    # the garbage collector would fail a later test with a ResourceWarning.
+    return openai.OpenAI(
+        base_url=net.base_url, api_key=key, max_retries=0, default_headers={"connection": "close"}
+    )
 
 
 def _api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
