@@ -529,7 +529,7 @@ class Router:
         rows: list[dict[str, Any]] = []
         for node in sorted(self.registry.all(), key=lambda n: n.node_id):
             offer = node.offers.get(model)
-            if offer is None:
+            if offer is None or node.suspended:  # a suspended node takes no jobs
                 continue
             summary = self.measurements.of(node.node_id, model).summary(now)
             rep = self.reputation.of(node.node_id)

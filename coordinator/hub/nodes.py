@@ -392,8 +392,11 @@ class NodeRegistry:
         return any(model in node.offers for node in self._nodes.values())
 
     def summaries(self) -> list[ModelSummary]:
+        """Per model served now: its nodes, context and prices (suspended nodes left out)."""
         offers_by_model: dict[str, list[Offer]] = {}
         for node in self._nodes.values():
+            if node.suspended:  # takes no jobs: not part of what the network serves now
+                continue
             for model, offer in node.offers.items():
                 offers_by_model.setdefault(model, []).append(offer)
         summaries = []

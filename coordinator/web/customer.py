@@ -31,11 +31,11 @@ from coordinator.api.keys import new_account_key
 from coordinator.billing import account_money, recent_generations
 from coordinator.db.models import Role
 from coordinator.web.pages import (
-    LoginRequired,
     PageError,
     database,
     page,
     read_form,
+    require_live_viewer,
     require_viewer,
     see_other,
 )
@@ -72,10 +72,7 @@ async def customer_page(request: Request[Any, Any, Any]) -> Template:
 @get(f"{_HOME}/live")
 async def customer_live(request: Request[Any, Any, Any]) -> Template:
     """The overview fragment for ``live.js`` (no page around it)."""
-    try:
-        viewer = await require_viewer(request, Role.CUSTOMER)
-    except LoginRequired:  # a script asked: an error it can show, not a login page to swap in
-        raise PageError(401, "your session ended: reload the page to log in again") from None
+    viewer = await require_live_viewer(request, Role.CUSTOMER)
     return page(request, "customer_live.html", viewer, await _overview(request, viewer))
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "page",
     "page_error_response",
     "read_form",
+    "require_live_viewer",
     "require_viewer",
     "see_other",
     "viewer_or_none",
@@ -125,6 +126,15 @@ async def require_viewer(request: Request[Any, Any, Any], *roles: Role) -> Viewe
             f"this page is for {names} accounts; you are logged in as a {viewer.role.value}",
         )
     return viewer
+
+
+async def require_live_viewer(request: Request[Any, Any, Any], *roles: Role) -> Viewer:
+    """:func:`require_viewer` for a fragment that ``live.js`` fetches: without a session it
+    answers 401 (a status the script shows as stale numbers), never the login page to swap in."""
+    try:
+        return await require_viewer(request, *roles)
+    except LoginRequired:
+        raise PageError(401, "your console session ended: reload the page to log in") from None
 
 
 def _same_origin(request: Request[Any, Any, Any]) -> bool:

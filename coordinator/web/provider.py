@@ -55,11 +55,11 @@ from coordinator.providers import (
     revoke_enrollment_token,
 )
 from coordinator.web.pages import (
-    LoginRequired,
     PageError,
     database,
     page,
     read_form,
+    require_live_viewer,
     require_viewer,
     see_other,
 )
@@ -453,10 +453,7 @@ async def provider_page(request: Request[Any, Any, Any]) -> Template:
 @get(f"{_HOME}/live")
 async def provider_live(request: Request[Any, Any, Any]) -> Template:
     """The nodes fragment for ``live.js`` (no page around it)."""
-    try:
-        viewer = await require_viewer(request, Role.PROVIDER)
-    except LoginRequired:  # a script asked: an error it can show, not a login page to swap in
-        raise PageError(401, "your session ended: reload the page to log in again") from None
+    viewer = await require_live_viewer(request, Role.PROVIDER)
     return page(request, "provider_live.html", viewer, await _nodes(request, viewer))
 
 

@@ -50,6 +50,7 @@ from coordinator.web.pages import (
     database,
     page,
     read_form,
+    require_live_viewer,
     require_viewer,
     see_other,
     viewer_or_none,
@@ -252,11 +253,7 @@ async def operator_console(request: Request[Any, Any, Any]) -> Response[Any]:
 async def operator_console_live(request: Request[Any, Any, Any]) -> Response[Any]:
     """The refreshing part of the operator's console. Without a live operator session it
     answers an error status (never the login page), so the page marks its numbers stale."""
-    viewer = await viewer_or_none(request)
-    if viewer is None:
-        raise PageError(401, "your console session ended; log in again")
-    if viewer.role is not Role.OPERATOR:
-        raise PageError(403, "this page is for operator accounts")
+    viewer = await require_live_viewer(request, Role.OPERATOR)
     context = await _live_context(services_of(request), operator=True)
     return page(request, "_status_live.html", viewer, context)
 

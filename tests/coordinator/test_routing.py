@@ -288,3 +288,14 @@ def test_a_suspended_node_is_excluded_until_restored_and_its_running_jobs_are_un
     assert r.registry.set_suspended("nd_a", False)
     assert [c.state.node_id for c in r.decide(prefs, request()).candidates] == ["nd_a"]
     assert not r.registry.set_suspended("nd_gone", True)  # not connected here: nothing to mark
+
+
+def test_a_suspended_node_is_not_listed_as_serving_its_models() -> None:
+    r, _ = router(live("nd_a"), live("nd_b"))
+    assert [(s.model, s.nodes) for s in r.registry.summaries()] == [(MODEL, 2)]
+    r.registry.set_suspended("nd_a", True)
+    assert [(s.model, s.nodes) for s in r.registry.summaries()] == [(MODEL, 1)]
+    assert [row["node"] for row in r.endpoints(MODEL)] == ["nd_b"]
+    r.registry.set_suspended("nd_b", True)
+    assert r.registry.summaries() == []
+    assert r.endpoints(MODEL) == []

@@ -264,8 +264,11 @@ def test_a_suspension_made_with_the_admin_cli_reaches_the_coordinator_and_surviv
 
     net.stop_coordinator()
     net.start_coordinator()
-    net.wait_for_nodes(MOCK_MODEL, 1, timeout=90)  # the node reconnected...
-    assert _suspended(net, node_id) is True  # ...and was admitted suspended
+    # The node reconnects and is admitted suspended (the restarted router knew nothing of it).
+    net.wait_until(lambda: _suspended(net, node_id) is True, "the node to reconnect", 90)
+    live = httpx.get(f"{net.base_url}/network/status", timeout=10).json()["nodes"]["live"]
+    assert node_id in [node["node"] for node in live]
+    assert net.model_nodes(MOCK_MODEL) == 0  # connected, but not listed as serving the model
     with pytest.raises(openai.APIStatusError) as still:
         _chat(net)
     assert "suspended by the operator" in str(still.value)
