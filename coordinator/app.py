@@ -35,6 +35,7 @@ from coordinator.api.network_status import network_status
 from coordinator.api.operator import OPERATOR_HANDLERS
 from coordinator.api.provider import PROVIDER_API_HANDLERS, enrollment_token_of
 from coordinator.api.task_routes import TASK_ROUTE_HANDLERS
+from coordinator.api.usage import USAGE_HANDLERS
 from coordinator.billing import (
     account_money,
     generation_json,
@@ -390,6 +391,7 @@ def create_app(services: Services) -> Litestar:
             *OPERATOR_HANDLERS,
             *TASK_ROUTE_HANDLERS,
             *MARKET_API_HANDLERS,
+            *USAGE_HANDLERS,
             *web_handlers(),
         ],
         middleware=[RequestIdMiddleware],

@@ -121,6 +121,7 @@ async def serve(settings: Settings) -> None:
             max_surcharge_bps=settings.max_surcharge_bps,
             catalogue=catalogue,
             tokenizers=tokenizers,
+            signup=settings.signup_policy,
             observer=Observer(
                 catalogue=catalogue,
                 nodes=registry,

@@ -17,6 +17,9 @@ variables, then defaults. Paths that are not given are derived from ``data_dir``
     max_surcharge_percent "20" (cap on Builder surcharges)             SHAREAI_MAX_SURCHARGE_PERCENT
     catalogue_refresh_s   2.0 (how soon other writers' catalogue       SHAREAI_CATALOGUE_REFRESH_S
                           changes apply here)
+    signup                off | open | invite (self-serve /signup)     SHAREAI_SIGNUP
+    signup_starter_credit_usd "0" (promotional credit per new customer, never paid out):
+                          SHAREAI_SIGNUP_STARTER_CREDIT_USD
 
 :func:`load_settings` raises :class:`SettingsError`, one line naming each bad setting; building
 :class:`Settings` directly raises pydantic's ``ValidationError``.
@@ -31,15 +34,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from coordinator.accounts.invites import SignupMode, SignupPolicy
 from coordinator.db.engine import normalize_database_url
 from coordinator.ledger import parse_percent
 from coordinator.metering import TokenizerMap, parse_tokenizer_map
-from coordinator.money import parse_usd
+from coordinator.money import format_usd, parse_usd
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "SHAREAI_"
 DEFAULT_DATA_DIR = Path(".shareai")
+MAX_STARTER_CREDIT_MICRO_USD = 1_000 * 1_000_000
+"""A starter credit above 1,000 USD is surely a typo."""
 
 
 class SettingsError(ValueError):
@@ -72,6 +78,29 @@ class Settings(BaseModel):
     # The model catalogue (docs/routing.md): changes made by `shareai admin catalogue` or by
     # another replica apply here within this many seconds (this process's own API: at once).
     catalogue_refresh_s: float = Field(default=2.0, ge=0.1, le=3600)
+    # Self-serve sign-up on /signup (docs/operators.md, "Sign-up"): off, open to anyone, or
+    # with an operator's invite code; new customers may get a promotional starter credit.
+    signup: str = "off"
+    signup_starter_credit_usd: str = "0"
+
+    @field_validator("signup")
+    @classmethod
+    def _check_signup(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in {"off", "open", "invite"}:
+            raise ValueError("must be off, open or invite")
+        return value
+
+    @field_validator("signup_starter_credit_usd")
+    @classmethod
+    def _check_starter_credit(cls, value: str) -> str:
+        if parse_usd(value) > MAX_STARTER_CREDIT_MICRO_USD:
+            raise ValueError(f"must be at most {format_usd(MAX_STARTER_CREDIT_MICRO_USD)} USD")
+        return value
+
+    @property
+    def signup_policy(self) -> SignupPolicy:
+        return SignupPolicy(SignupMode(self.signup), parse_usd(self.signup_starter_credit_usd))
 
     @field_validator("max_surcharge_percent")
     @classmethod
@@ -153,6 +182,8 @@ _ENV_FIELDS = (
     "credit_lease_usd",
     "max_surcharge_percent",
     "catalogue_refresh_s",
+    "signup",
+    "signup_starter_credit_usd",
 )
 
 

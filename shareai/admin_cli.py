@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     admin = subparsers.add_parser(
         "admin",
         help="operator commands: migrate, accounts and credits, keys and nodes, ledger audit,"
-        " model catalogue",
+        " model catalogue, sign-up invites",
         description="Operator commands against the coordinator's database.",
     )
     commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
@@ -143,9 +143,10 @@ def register(subparsers: argparse._SubParsersAction[_ParserT]) -> None:
     statement.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     statement.set_defaults(handler=run_admin(_statement))
 
-    from shareai import catalogue_cli  # noqa: PLC0415 - it imports this module's helpers
+    from shareai import catalogue_cli, invite_cli  # noqa: PLC0415 - they import these helpers
 
     catalogue_cli.register(commands)
+    invite_cli.register(commands)
 
 
 def _register_suspension(commands: argparse._SubParsersAction[_ParserT]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from coordinator.accounts.invites import SignupPolicy
 from coordinator.api.completions import CompletionSettings
 from coordinator.api.errors import ApiError
 from coordinator.apps import DEFAULT_MAX_SURCHARGE_BPS
@@ -99,6 +100,8 @@ class Services:
     """Which models the coordinator counts tokens for (shown in the catalogue)."""
     observer: Observer = field(default_factory=Observer)
     """Metrics and the per-request log line."""
+    signup: SignupPolicy = field(default_factory=SignupPolicy)
+    """Self-serve sign-up on ``/signup`` (off unless the operator's settings say otherwise)."""
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

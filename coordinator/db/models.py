@@ -41,6 +41,7 @@ __all__ = [
     "ConsoleSession",
     "EnrollmentToken",
     "HoldState",
+    "InviteCode",
     "LedgerAccount",
     "LedgerAccountKind",
     "LedgerHold",
@@ -400,4 +401,29 @@ class EnrollmentToken(Base):
     used_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # The node the token enrolled (set with ``used_at_ms``).
     node_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class InviteCode(Base):
+    """An operator's invite code for self-serve sign-up (``SHAREAI_SIGNUP=invite``).
+
+    Only the SHA-256 of the code is stored. It signs up at most ``max_uses`` accounts (``uses``
+    counts them, raised by one conditional UPDATE so concurrent sign-ups cannot overspend it),
+    until ``expires_at_ms``, unless revoked; ``role`` restricts it to one role (None: any role a
+    person may sign up with). Written only by :mod:`coordinator.accounts.invites`.
+    """
+
+    __tablename__ = "invite_codes"
+    __table_args__ = (CheckConstraint("uses >= 0 AND uses <= max_uses", name="uses_within_limit"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    # ``sai-invite-XXXXXXXX``: tells codes apart in a list, far too short to guess the rest.
+    prefix: Mapped[str] = mapped_column(String(32))
+    role: Mapped[Role | None] = mapped_column(_string_enum(Role, "role", 16), default=None)
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -4,6 +4,7 @@ Server-rendered Jinja templates (``templates/``), one stylesheet and one small l
 (``static/``), no front-end build step. Each area of pages is a module with its handler list:
 
 - :mod:`coordinator.web.login`: ``/login``, ``/logout``, ``/console``
+- :mod:`coordinator.web.signup`: self-serve ``/signup``
 - :mod:`coordinator.web.status`: the public status page and the operator's console
 - :mod:`coordinator.web.market`: the public marketplace, ``/models``, ``/models/{model}``,
   ``/providers``
@@ -12,6 +13,7 @@ Server-rendered Jinja templates (``templates/``), one stylesheet and one small l
 - :mod:`coordinator.web.customer`: the customer console (and task route pages)
 - :mod:`coordinator.web.task_routes`: the task route pages of customers and of Builders' apps
 - :mod:`coordinator.web.catalogue`: the operator's model catalogue page
+- :mod:`coordinator.web.usage`: the customer's usage dashboard and its CSV export
 
 :mod:`coordinator.web.pages` holds what they share (login checks, CSRF, rendering).
 """
@@ -40,7 +42,9 @@ from coordinator.web.pages import (
     page_error_response,
 )
 from coordinator.web.provider import PROVIDER_HANDLERS
+from coordinator.web.signup import SIGNUP_HANDLERS
 from coordinator.web.status import STATUS_HANDLERS
+from coordinator.web.usage import USAGE_PAGE_HANDLERS
 
 __all__ = ["WEB_EXCEPTION_HANDLERS", "template_config", "web_handlers"]
 
@@ -67,12 +71,14 @@ def web_handlers() -> list[ControllerRouterHandler]:
     return [
         create_static_files_router(path="/static", directories=[_HERE / "static"]),
         *LOGIN_HANDLERS,
+        *SIGNUP_HANDLERS,
         *STATUS_HANDLERS,
         *MARKET_PAGE_HANDLERS,
         *PROVIDER_HANDLERS,
         *BUILDER_HANDLERS,
         *CUSTOMER_HANDLERS,
         *CATALOGUE_PAGE_HANDLERS,
+        *USAGE_PAGE_HANDLERS,
     ]
 
 

@@ -1,7 +1,7 @@
 """The customer console: balance, recent requests with their costs, API keys; and task routes.
 
 ==========================================  ===============================================
-``GET  /console/customer``                  balance, recent requests, keys
+``GET  /console/customer``                  balance, recent requests, keys, top-ups
 ``GET  /console/customer/live``             the balance and requests, as a fragment that
                                             ``live.js`` swaps in every few seconds
 ``POST /console/customer/keys``             a new key: the raw key is on the answer page,
@@ -26,10 +26,12 @@ from litestar.response import Template
 from litestar.types import ControllerRouterHandler
 
 from coordinator.accounts import KeyNotFound, list_api_keys, revoke_key
+from coordinator.accounts.invites import STARTER_CREDIT_REFERENCE
 from coordinator.api.context import services_of
 from coordinator.api.keys import new_account_key
 from coordinator.billing import account_money, recent_generations
-from coordinator.db.models import Role
+from coordinator.db.models import Role, TransferKind
+from coordinator.ledger import customer_wallet, list_transfers
 from coordinator.web.pages import (
     PageError,
     database,
@@ -46,6 +48,7 @@ from coordinator.web.task_routes import TASK_ROUTE_PAGE_HANDLERS
 __all__ = ["CUSTOMER_HANDLERS"]
 
 _HOME = "/console/customer"
+_TOP_UPS_SHOWN = 50
 
 
 async def _overview(request: Request[Any, Any, Any], viewer: Viewer) -> dict[str, Any]:
@@ -65,7 +68,20 @@ async def customer_page(request: Request[Any, Any, Any]) -> Template:
     context = await _overview(request, viewer)
     async with database(services_of(request))() as session:
         keys = await list_api_keys(session, viewer.account_id)
-    context |= {"keys": keys}
+        top_ups = await list_transfers(
+            session, ledger_account_id=customer_wallet(viewer.account_id), kind=TransferKind.TOP_UP
+        )
+    history = [
+        {
+            "at_ms": top_up.created_at_ms,
+            "amount_micro_usd": top_up.amount_micro_usd,
+            "source": "starter credit"
+            if top_up.reference == STARTER_CREDIT_REFERENCE
+            else "operator top-up",
+        }
+        for top_up in reversed(top_ups[-_TOP_UPS_SHOWN:])
+    ]
+    context |= {"keys": keys, "top_ups": history}
     return page(request, "customer.html", viewer, context, title="Account")
 
 

@@ -25,7 +25,7 @@ from coordinator.web.pages import (
 )
 from coordinator.web.sessions import SESSION_LIFETIME_MS, LoginRefused, end_session, open_session
 
-__all__ = ["LOGIN_HANDLERS"]
+__all__ = ["LOGIN_HANDLERS", "session_cookie"]
 
 
 def _safe_next(value: str) -> str:
@@ -40,13 +40,31 @@ def _https(request: Request[Any, Any, Any]) -> bool:
     return request.url.scheme == "https" or forwarded == "https"
 
 
+def session_cookie(request: Request[Any, Any, Any], token: str) -> Cookie:
+    """The console session cookie carrying ``token`` (flags: see the module docstring)."""
+    return Cookie(
+        key=COOKIE_NAME,
+        value=token,
+        path="/",
+        max_age=SESSION_LIFETIME_MS // 1000,
+        httponly=True,
+        samesite="lax",
+        secure=_https(request),
+    )
+
+
+def _signup_enabled(request: Request[Any, Any, Any]) -> bool:
+    return services_of(request).signup.enabled
+
+
 @get("/login")
 async def login_form(request: Request[Any, Any, Any]) -> Response[Any]:
     viewer = await viewer_or_none(request)
     next_path = _safe_next(request.query_params.get("next", ""))
     if viewer is not None:
         return Redirect(path=next_path or console_home(viewer.role), status_code=303)
-    return page(request, "login.html", None, {"next": next_path, "error": ""}, title="Log in")
+    context = {"next": next_path, "error": "", "signup_enabled": _signup_enabled(request)}
+    return page(request, "login.html", None, context, title="Log in")
 
 
 @post("/login", status_code=303)
@@ -62,16 +80,11 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
             token, viewer = await open_session(session, raw_key)
     except LoginRefused as refused:
         return _refused(request, next_path, str(refused))
-    cookie = Cookie(
-        key=COOKIE_NAME,
-        value=token,
-        path="/",
-        max_age=SESSION_LIFETIME_MS // 1000,
-        httponly=True,
-        samesite="lax",
-        secure=_https(request),
+    return Redirect(
+        path=next_path or console_home(viewer.role),
+        status_code=303,
+        cookies=[session_cookie(request, token)],
     )
-    return Redirect(path=next_path or console_home(viewer.role), status_code=303, cookies=[cookie])
 
 
 def _refused(request: Request[Any, Any, Any], next_path: str, message: str) -> Template:
@@ -79,7 +92,7 @@ def _refused(request: Request[Any, Any, Any], next_path: str, message: str) -> T
         request,
         "login.html",
         None,
-        {"next": next_path, "error": message},
+        {"next": next_path, "error": message, "signup_enabled": _signup_enabled(request)},
         status_code=401,
         title="Log in",
     )

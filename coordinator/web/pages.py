@@ -68,6 +68,7 @@ _NAVIGATION: dict[Role, tuple[tuple[str, str], ...]] = {
         ("/console/customer", "Account"),
         ("/console/customer/playground", "Playground"),
         ("/console/customer/routes", "Task routes"),
+        ("/console/customer/usage", "Usage"),
     ),
 }
 

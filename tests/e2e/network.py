@@ -87,6 +87,8 @@ class Network:
     customer_key: str = ""
     operator_key: str = ""
     database_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment settings of the coordinator process (``SHAREAI_SIGNUP=...``)."""
 
     @property
     def url(self) -> str:
@@ -122,6 +124,7 @@ class Network:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
             )
         self.wait_until(lambda: self._get("/healthz") is not None, "coordinator to start")
 
@@ -203,13 +206,16 @@ class Network:
 
 
 @contextmanager
-def network(root: Path, database_url: str | None = None) -> Iterator[Network]:
+def network(
+    root: Path, database_url: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[Network]:
     """A coordinator with a Provider, a customer and an operator account; nodes are added by
     the test.
 
-    The coordinator uses its embedded SQLite default unless ``database_url`` is given.
+    The coordinator uses its embedded SQLite default unless ``database_url`` is given; ``env``
+    adds environment settings to its process.
     """
-    net = Network(root, database_url=database_url)
+    net = Network(root, database_url=database_url, env=dict(env or {}))
     os.environ.setdefault("SHAREAI_LOG_LEVEL", "info")
     try:
         provider = net.admin("create-account", "--role", "provider", "--name", "provider")
