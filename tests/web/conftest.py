@@ -12,7 +12,9 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
@@ -89,9 +91,31 @@ def login(tab: Page, net: Network, api_key: str) -> None:
     tab.wait_for_url("**/console/**")
 
 
-def screenshot(tab: Page, name: str) -> Path:
-    """Save a full-page screenshot as a test artefact; returns its path."""
+def screenshot(tab: Page, name: str, *, full_page: bool = True) -> Path:
+    """Save a screenshot as a test artefact; returns its path. ``full_page=False`` keeps what a
+    laptop screen shows (the pictures docs/ uses)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    tab.screenshot(path=str(path), full_page=True)
+    tab.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One call of the JSON API (``path`` under ``/v1``) with ``key`` as the bearer."""
+    return httpx.request(
+        method, net.base_url + path, headers={"authorization": f"Bearer {key}"}, **kwargs
+    )
+
+
+def settled_generation(net: Network, key: str, generation_id: str) -> dict[str, Any]:
+    """The generation once its charge is posted to the ledger (``settled``)."""
+    found: dict[str, Any] = {}
+
+    def settled() -> bool:
+        response = api(net, key, "GET", f"/generations/{generation_id}")
+        found.clear()
+        found.update(response.json())
+        return response.status_code == 200 and found.get("settled") is True
+
+    net.wait_until(settled, f"generation {generation_id} to be posted")
+    return found

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from playwright.sync_api import Page
 from coordinator.ledger import Pricing, charge_for, period_bounds_ms
 from coordinator.web.filters import usd
 from tests.e2e.network import Network
-from tests.web.conftest import ARTIFACTS, MOCK_MODEL, login, screenshot
+from tests.web.conftest import MOCK_MODEL, api, login, screenshot, settled_generation
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -38,24 +37,10 @@ class BuilderApp:
     """The customer's app-scoped key for the app."""
 
 
-def _api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, net.base_url + path, headers={"authorization": f"Bearer {key}"}, **kwargs
-    )
-
-
-def viewport_screenshot(tab: Page, name: str) -> Path:
-    """What a laptop screen shows (not the full page): the picture docs/ uses."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    tab.screenshot(path=str(path))
-    return path
-
-
 def _new_app(net: Network, name: str, surcharge_percent: str) -> BuilderApp:
     builder = net.admin("create-account", "--role", "builder", "--name", f"{name} team")
     builder_key = str(builder["api_key"])
-    app = _api(
+    app = api(
         net,
         builder_key,
         "POST",
@@ -64,7 +49,7 @@ def _new_app(net: Network, name: str, surcharge_percent: str) -> BuilderApp:
     )
     assert app.status_code == 201, app.text
     app_id = app.json()["id"]
-    authorization = _api(net, net.customer_key, "POST", f"/apps/{app_id}/authorizations")
+    authorization = api(net, net.customer_key, "POST", f"/apps/{app_id}/authorizations")
     assert authorization.status_code == 201, authorization.text
     return BuilderApp(builder_key, app_id, authorization.json()["api_key"])
 
@@ -83,18 +68,6 @@ def _through_app(net: Network, app: BuilderApp, text: str, **extra: Any) -> Any:
     )
 
 
-def _settled(net: Network, generation_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = _api(net, net.customer_key, "GET", f"/generations/{generation_id}")
-        found.update(response.json())
-        return response.status_code == 200 and found.get("settled") is True
-
-    net.wait_until(settled, f"generation {generation_id} to be posted")
-    return found
-
-
 def _builder_part(generation: dict[str, Any], surcharge_bps: int) -> int:
     """The surcharge a generation owes at ``surcharge_bps`` (the ledger's rounding rule)."""
     prices, usage = generation["pricing_micro_usd_per_1m"], generation["usage"]
@@ -110,7 +83,9 @@ def test_a_surcharge_changed_in_the_browser_bills_the_next_request_and_the_numbe
     console_network: Network, chat_pal: BuilderApp, tab: Page
 ) -> None:
     net, app = console_network, chat_pal
-    first = _settled(net, _through_app(net, app, "before the change").parse().id)
+    first = settled_generation(
+        net, net.customer_key, _through_app(net, app, "before the change").parse().id
+    )
     assert first["app_id"] == app.app_id
     assert first["pricing_micro_usd_per_1m"]["surcharge_version"] == 1
     assert first["cost"]["builder_surcharge_micro_usd"] == _builder_part(first, 250)
@@ -137,7 +112,11 @@ def test_a_surcharge_changed_in_the_browser_bills_the_next_request_and_the_numbe
     assert tab.inner_text(f"{card} [data-surcharge-version]") == "2"
 
     # The next request through the app pays the new surcharge to the Builder.
-    second = _settled(net, _through_app(net, app, "after the change, a longer question").parse().id)
+    second = settled_generation(
+        net,
+        net.customer_key,
+        _through_app(net, app, "after the change, a longer question").parse().id,
+    )
     assert second["pricing_micro_usd_per_1m"]["surcharge_version"] == 2
     builder_part = second["cost"]["builder_surcharge_micro_usd"]
     assert builder_part == _builder_part(second, 2000)
@@ -170,13 +149,13 @@ def test_a_surcharge_changed_in_the_browser_bills_the_next_request_and_the_numbe
 
     earned = sum(g["cost"]["builder_surcharge_micro_usd"] for g in generations)
     assert _int(tab, "[data-earned='All time']", "data-micro-usd") == earned
-    ledger = _api(net, app.builder_key, "GET", "/account").json()["earnings"]["builder_micro_usd"]
+    ledger = api(net, app.builder_key, "GET", "/account").json()["earnings"]["builder_micro_usd"]
     assert ledger == earned  # nothing paid out yet: the ledger holds all of it
     assert _int(tab, "[data-unpaid]", "data-micro-usd") == ledger
     assert _int(tab, f"#statements tr[data-period='{this_month}'] [data-net]", "data-net") == earned
     screenshot(tab, "builder-console")
     tab.goto(net.url + "/console/builder")  # without the notice: the picture in the docs
-    viewport_screenshot(tab, "builder-console-viewport")
+    screenshot(tab, "builder-console-viewport", full_page=False)
 
     statement = tab.request.get(f"{net.url}/console/builder/statement.csv?period={this_month}")
     assert statement.ok
@@ -267,7 +246,7 @@ def test_builder_pages_refuse_other_roles_and_other_builders_apps(
             data={"csrf_token": "guess", "surcharge_percent": "0"},
         )
         assert forged.status_code == 403
-    apps = _api(net, chat_pal.builder_key, "GET", "/apps").json()["data"]
+    apps = api(net, chat_pal.builder_key, "GET", "/apps").json()["data"]
     (mine,) = [a for a in apps if a["id"] == chat_pal.app_id]
     assert mine["surcharge"]["surcharge_percent"] != "0"  # untouched by the rival
     with _console(net, net.customer_key) as customer:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from playwright.sync_api import Page
 
 from coordinator.web.filters import usd
 from tests.e2e.network import Network
-from tests.web.conftest import ARTIFACTS, MOCK_MODEL, login, screenshot
+from tests.web.conftest import MOCK_MODEL, api, login, screenshot, settled_generation
 
 OTHER_MODEL = "mock/large"
 
@@ -49,33 +48,6 @@ def _client(net: Network, key: str) -> openai.OpenAI:
     )
 
 
-def _api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, net.base_url + path, headers={"authorization": f"Bearer {key}"}, **kwargs
-    )
-
-
-def viewport_screenshot(tab: Page, name: str) -> Path:
-    """What a laptop screen shows (not the full page): the picture docs/ uses."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    tab.screenshot(path=str(path))
-    return path
-
-
-def _settled_generation(net: Network, key: str, generation_id: str) -> dict[str, Any]:
-    """The generation once its charge is posted to the ledger (the flusher runs every 0.1 s)."""
-    found: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = _api(net, key, "GET", f"/generations/{generation_id}")
-        found.update(response.json())
-        return response.status_code == 200 and found.get("settled") is True
-
-    net.wait_until(settled, f"generation {generation_id} to be posted")
-    return found
-
-
 def _micro_usd(tab: Page, selector: str) -> int:
     return int(tab.get_attribute(selector, "data-micro-usd") or "nan")
 
@@ -86,11 +58,11 @@ def test_the_page_shows_the_balance_and_a_request_with_its_cost_breakdown(
     reply = _client(net, net.customer_key).chat.completions.create(
         model=MOCK_MODEL, messages=[{"role": "user", "content": "Count the costs, please."}]
     )
-    generation = _settled_generation(net, net.customer_key, reply.id)
+    generation = settled_generation(net, net.customer_key, reply.id)
 
     login(tab, net, net.customer_key)
     assert tab.url.endswith("/console/customer")
-    account = _api(net, net.customer_key, "GET", "/account").json()["balance"]
+    account = api(net, net.customer_key, "GET", "/account").json()["balance"]
     for part in ("available", "held", "charged_not_yet_posted"):
         cell = f"[data-balance={part}]"
         assert _micro_usd(tab, cell) == account[part]
@@ -118,7 +90,7 @@ def test_the_page_shows_the_balance_and_a_request_with_its_cost_breakdown(
     ttft = generation["timings_ms"]["time_to_first_token"]
     assert tab.inner_text(f"{row} [data-ttft-ms]") == f"{ttft} ms"
     screenshot(tab, "customer-console")
-    viewport_screenshot(tab, "customer-console-viewport")
+    screenshot(tab, "customer-console-viewport", full_page=False)
 
     # The balance and the requests refresh without a reload (live.js, every 5 s).
     url = tab.url
@@ -248,7 +220,7 @@ def _csrf(client: httpx.Client, path: str) -> str:
 def test_customer_pages_refuse_other_roles_and_other_accounts_keys(net: Network) -> None:
     other = net.admin("create-account", "--role", "customer", "--name", "someone else")
     other_key = str(other["api_key"])
-    (other_key_id,) = [k["id"] for k in _api(net, other_key, "GET", "/keys").json()["data"]]
+    (other_key_id,) = [k["id"] for k in api(net, other_key, "GET", "/keys").json()["data"]]
     with _console(net, net.operator_key) as operator:
         for path in ("/console/customer", "/console/customer/routes", "/console/customer/live"):
             assert operator.get(path).status_code == 403
@@ -262,10 +234,10 @@ def test_customer_pages_refuse_other_roles_and_other_accounts_keys(net: Network)
         )
         assert theirs.status_code == unknown.status_code == 404
         assert f"no API key &#39;{other_key_id}&#39; of yours" in theirs.text
-        assert _api(net, other_key, "GET", "/me").status_code == 200  # still alive
+        assert api(net, other_key, "GET", "/me").status_code == 200  # still alive
         forged = customer.post("/console/customer/keys", data={"csrf_token": "guess"})
         assert forged.status_code == 403
         # Another account's route is not found, like one that was never made.
-        _api(net, other_key, "PUT", "/routes/theirs", json={"default": {"models": [MOCK_MODEL]}})
+        api(net, other_key, "PUT", "/routes/theirs", json={"default": {"models": [MOCK_MODEL]}})
         assert customer.get("/console/customer/routes/theirs").status_code == 404
         assert customer.get("/console/builder").status_code == 403

@@ -20,37 +20,19 @@ from playwright.sync_api import Page
 
 from coordinator.web.filters import usd
 from tests.e2e.network import Network
-from tests.web.conftest import MOCK_MODEL, login, screenshot
+from tests.web.conftest import MOCK_MODEL, api, login, screenshot, settled_generation
 
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "playground.png"
 PLAYGROUND = "/console/customer/playground"
 CHAT = PLAYGROUND + "/chat"
 
 
-def _api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, net.base_url + path, headers={"authorization": f"Bearer {key}"}, **kwargs
-    )
-
-
-def _settled_generation(net: Network, key: str, generation_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = _api(net, key, "GET", f"/generations/{generation_id}")
-        found.update(response.json())
-        return response.status_code == 200 and found.get("settled") is True
-
-    net.wait_until(settled, f"generation {generation_id} to be posted")
-    return found
-
-
 def _available(net: Network, key: str) -> int:
-    return int(_api(net, key, "GET", "/account").json()["balance"]["available"])
+    return int(api(net, key, "GET", "/account").json()["balance"]["available"])
 
 
 def _usage_count(net: Network, key: str) -> int:
-    return len(_api(net, key, "GET", "/account").json()["recent_usage"])
+    return len(api(net, key, "GET", "/account").json()["recent_usage"])
 
 
 @contextmanager
@@ -111,7 +93,7 @@ def test_a_streamed_answer_appears_with_the_ledgers_cost(
     assert lengths == sorted(lengths), "the shown answer only grows"
     assert growing[-1] == len(text) > 0
 
-    generation = _settled_generation(net, net.customer_key, generation_id)
+    generation = settled_generation(net, net.customer_key, generation_id)
     assert generation["usage"]["completion_tokens"] <= 48  # max tokens reached the node
     item = "#pg-transcript li.assistant"
     cost = generation["cost"]
@@ -136,7 +118,7 @@ def test_a_streamed_answer_appears_with_the_ledgers_cost(
     tab.click("#pg-send")
     answered = tab.locator("#pg-transcript li.assistant[data-generation]")
     second = answered.nth(1).get_attribute("data-generation") or ""
-    later = _settled_generation(net, net.customer_key, second)
+    later = settled_generation(net, net.customer_key, second)
     assert later["usage"]["prompt_tokens"] > generation["usage"]["prompt_tokens"]
     shot = screenshot(tab, "playground")
     DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +144,7 @@ def test_the_chat_endpoint_answers_like_the_api(console_network: Network) -> Non
         assert answer.status_code == 200, answer.text
         assert answer.headers["cache-control"] == "no-store"
         generation_id = answer.json()["id"]
-        generation = _settled_generation(net, net.customer_key, generation_id)
+        generation = settled_generation(net, net.customer_key, generation_id)
         mine = client.get(f"{PLAYGROUND}/generations/{generation_id}")
         assert mine.status_code == 200
         assert mine.json() == generation
@@ -201,9 +183,9 @@ def test_a_chat_request_without_csrf_proof_is_refused_and_not_made(
 
 def test_another_customer_cannot_read_the_generation(console_network: Network) -> None:
     net = console_network
-    reply = _api(net, net.customer_key, "POST", "/chat/completions", json=_chat_body("mine"))
+    reply = api(net, net.customer_key, "POST", "/chat/completions", json=_chat_body("mine"))
     generation_id = reply.json()["id"]
-    node = _settled_generation(net, net.customer_key, generation_id)["node"]
+    node = settled_generation(net, net.customer_key, generation_id)["node"]
     other = net.admin("create-account", "--role", "customer", "--name", "nosy", "--credits", "1")
     with _session(net, str(other["api_key"])) as (client, _):
         theirs = client.get(f"{PLAYGROUND}/generations/{generation_id}")

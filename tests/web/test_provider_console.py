@@ -23,7 +23,7 @@ from playwright.sync_api import Dialog, Page
 from coordinator.ledger import Pricing, charge_for
 from protocol import Identity
 from tests.e2e.network import Network, NodeProcess, run_shareai
-from tests.web.conftest import ARTIFACTS, MOCK_MODEL, login, screenshot
+from tests.web.conftest import ARTIFACTS, MOCK_MODEL, login, screenshot, settled_generation
 
 NODE_PRICE = (500_000, 1_500_000)  # the mock node's own price, micro-USD per 1M tokens
 SECOND_MODEL = "mock/second"
@@ -38,33 +38,13 @@ context_length = 2048
 """
 
 
-def _api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, net.base_url + path, headers={"authorization": f"Bearer {key}"}, **kwargs
-    )
-
-
-def _settled_generation(net: Network, generation_id: str) -> dict[str, Any]:
-    """The generation once its charge is posted to the ledger."""
-    found: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = _api(net, net.customer_key, "GET", f"/generations/{generation_id}")
-        found.clear()
-        found.update(response.json())
-        return response.status_code == 200 and found.get("settled") is True
-
-    net.wait_until(settled, f"generation {generation_id} to be posted")
-    return found
-
-
 def _request_and_bill(net: Network) -> dict[str, Any]:
     """One chat request with the customer's key; its settled generation."""
     client = openai.OpenAI(base_url=net.base_url, api_key=net.customer_key, max_retries=0)
     reply = client.chat.completions.create(
         model=MOCK_MODEL, messages=[{"role": "user", "content": "What does this cost?"}]
     )
-    return _settled_generation(net, reply.id)
+    return settled_generation(net, net.customer_key, reply.id)
 
 
 def _assert_billed_at(generation: dict[str, Any], price_in: int, price_out: int) -> None:

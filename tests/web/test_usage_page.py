@@ -12,14 +12,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from playwright.sync_api import Page
 
 from coordinator.billing.usage import CSV_COLUMNS
 from tests.e2e.network import Network
-from tests.web.conftest import ARTIFACTS, MOCK_MODEL, login
+from tests.web.conftest import MOCK_MODEL, api, login, screenshot, settled_generation
 
 
 def _client(net: Network, key: str) -> openai.OpenAI:
@@ -28,40 +27,15 @@ def _client(net: Network, key: str) -> openai.OpenAI:
     )
 
 
-def _api(net: Network, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, net.base_url + path, headers={"authorization": f"Bearer {key}"}, **kwargs
-    )
-
-
-def _settled(net: Network, key: str, generation_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = _api(net, key, "GET", f"/generations/{generation_id}")
-        found.update(response.json())
-        return response.status_code == 200 and found.get("settled") is True
-
-    net.wait_until(settled, f"generation {generation_id} to be posted")
-    return found
-
-
 def _ask(net: Network, key: str, text: str) -> dict[str, Any]:
     reply = _client(net, key).chat.completions.create(
         model=MOCK_MODEL, messages=[{"role": "user", "content": text}]
     )
-    return _settled(net, key, reply.id)
+    return settled_generation(net, key, reply.id)
 
 
 def _micro_usd(tab: Page, selector: str) -> int:
     return int(tab.get_attribute(selector, "data-micro-usd") or "nan")
-
-
-def _viewport_screenshot(tab: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    tab.screenshot(path=str(path))
-    return path
 
 
 def test_the_usage_page_adds_up_the_generations_per_key_with_charts_and_csv(
@@ -70,10 +44,10 @@ def test_the_usage_page_adds_up_the_generations_per_key_with_charts_and_csv(
     net = console_network
     made = net.admin("create-account", "--role", "customer", "--name", "usage", "--credits", "10")
     first_key = str(made["api_key"])
-    created = _api(net, first_key, "POST", "/keys")
+    created = api(net, first_key, "POST", "/keys")
     assert created.status_code == 201, created.text
     second_key, second_id = str(created.json()["api_key"]), str(created.json()["id"])
-    keys = {k["id"]: k for k in _api(net, first_key, "GET", "/keys").json()["data"]}
+    keys = {k["id"]: k for k in api(net, first_key, "GET", "/keys").json()["data"]}
     (first_id,) = set(keys) - {second_id}
 
     generations = {
@@ -82,7 +56,7 @@ def test_the_usage_page_adds_up_the_generations_per_key_with_charts_and_csv(
     }
     # Another customer's request, at the same time: it must not show anywhere.
     theirs = _ask(net, net.customer_key, "somebody else's question")
-    their_keys = _api(net, net.customer_key, "GET", "/keys").json()["data"]
+    their_keys = api(net, net.customer_key, "GET", "/keys").json()["data"]
     every = [g for rows in generations.values() for g in rows]
     spent = sum(g["cost"]["total_micro_usd"] for g in every)
     prompt = sum(g["usage"]["prompt_tokens"] for g in every)
@@ -90,11 +64,11 @@ def test_the_usage_page_adds_up_the_generations_per_key_with_charts_and_csv(
     assert spent > 0
 
     # The JSON API is the same report.
-    usage = _api(net, first_key, "GET", "/usage", params={"period": "7d"}).json()
+    usage = api(net, first_key, "GET", "/usage", params={"period": "7d"}).json()
     assert usage["totals"]["cost_micro_usd"] == spent
     assert usage["totals"]["requests"] == 4
     assert len(usage["daily"]) == 7
-    bad = _api(net, first_key, "GET", "/usage", params={"period": "2025-13"})
+    bad = api(net, first_key, "GET", "/usage", params={"period": "2025-13"})
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_period"
 
@@ -134,7 +108,7 @@ def test_the_usage_page_adds_up_the_generations_per_key_with_charts_and_csv(
     assert theirs["id"] not in html
     assert first_key not in html
     assert second_key not in html
-    _viewport_screenshot(tab, "usage")
+    screenshot(tab, "usage", full_page=False)
 
     # The CSV download: one line per day x model x key x app, adding up to the same.
     with tab.expect_download() as download_info:
