@@ -537,6 +537,7 @@ class Router:
                 {
                     "node": node.node_id,
                     "provider": provider_handle(node.provider_account_id),
+                    "provider_name": self.registry.public_name(node.provider_account_id),
                     "served_as": offer.model,
                     "fingerprint": fingerprint_status(
                         offer.weights_hash, entry.fingerprints if entry is not None else ()

@@ -27,7 +27,11 @@ from coordinator.hub.dispatch import Dispatcher
 from coordinator.hub.hub import HubSettings, NodeHub
 from coordinator.hub.nodes import NodeRegistry
 from coordinator.observe import Observer
-from coordinator.providers.sync import load_price_overrides, watch_price_overrides
+from coordinator.providers.sync import (
+    load_price_overrides,
+    load_public_names,
+    watch_price_overrides,
+)
 from coordinator.routing import Router
 from coordinator.settings import Settings
 from protocol import Identity, SessionConfig
@@ -95,6 +99,7 @@ async def serve(settings: Settings) -> None:
     registry = NodeRegistry()
     catalogue.listen(registry.use_catalogue)
     await load_price_overrides(registry, sessions)  # Providers' own prices, before any node
+    await load_public_names(registry, sessions)  # and the names they chose to publish
     session_config = SessionConfig(handshake_timeout_ms=settings.handshake_timeout_ms)
     hub = NodeHub(
         identity,

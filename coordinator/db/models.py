@@ -427,3 +427,19 @@ class InviteCode(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     expires_at_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class ProviderPublicName(Base):
+    """The public display name a Provider chose for the marketplace (opt-in).
+
+    Without a row a Provider is shown only by its anonymised ``pv_`` handle. ``name_key`` is the
+    name case-folded, unique, so no two Providers publish names that differ only in case.
+    Written only by :mod:`coordinator.providers.public_names`.
+    """
+
+    __tablename__ = "provider_public_names"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(60))
+    name_key: Mapped[str] = mapped_column(String(180), unique=True)  # casefold: <= 3x
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)

@@ -232,6 +232,10 @@ class NodeRegistry:
         self.price_generation = 0
         """Changes whenever a Provider's own prices change (a reload from the database that
         read before a newer change applies nothing)."""
+        self._public_names: dict[str, str] = {}
+        """Provider account id -> the public name it chose (absent: anonymous)."""
+        self.names_generation = 0
+        """Changes whenever a public name changes (like :attr:`price_generation`)."""
         self.version = 0
         self.lookup = self._nodes.get
         """``get`` without the method call in between (for per-decision hot loops)."""
@@ -314,6 +318,26 @@ class NodeRegistry:
         """Replace every Provider's own prices (at start-up, and when the database says so)."""
         for account_id in set(self._prices) | set(prices):
             self.set_price_overrides(account_id, prices.get(account_id, {}))
+
+    def public_name(self, account_id: str) -> str | None:
+        """The public name the Provider ``account_id`` chose, or None (shown by handle only)."""
+        return self._public_names.get(account_id)
+
+    def set_public_name(self, account_id: str, name: str | None) -> None:
+        """Show the Provider under ``name`` from now on (None: anonymous again)."""
+        if self._public_names.get(account_id) == name:
+            return
+        if name is None:
+            self._public_names.pop(account_id, None)
+        else:
+            self._public_names[account_id] = name
+        self.names_generation += 1
+
+    def use_public_names(self, names: Mapping[str, str]) -> None:
+        """Replace every Provider's public name (at start-up, and when the database says so)."""
+        if names != self._public_names:
+            self._public_names = dict(names)
+            self.names_generation += 1
 
     def use_catalogue(self, catalogue: Catalogue) -> None:
         """Name every offer through ``catalogue`` from now on (a LiveCatalogue listener)."""

@@ -3,7 +3,8 @@
 Pure functions over the registry, the router's books and the :class:`MarketHistory`; the pages
 (:mod:`coordinator.web.market`) and the JSON (:mod:`coordinator.api.market`) both show what they
 return, so the two never disagree. Nothing here names an account: Providers are their
-:func:`~coordinator.routing.provider_handle`.
+:func:`~coordinator.routing.provider_handle`, plus the public name a Provider chose to publish
+(``provider_name``, None when it did not; read from the registry's in-memory map).
 
 The figures, precisely:
 
@@ -265,6 +266,8 @@ def select_rows(rows: Iterable[ModelRow], query: ModelQuery) -> list[ModelRow]:
 @dataclass(frozen=True, slots=True)
 class ProviderProfile:
     handle: str
+    name: str | None
+    """The public name the Provider chose, or None (anonymous: its handle only)."""
     nodes: int
     models: tuple[str, ...]
     uptime: float | None
@@ -278,6 +281,7 @@ class ProviderProfile:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["provider"] = out.pop("handle")
+        out["provider_name"] = out.pop("name")
         out["models"] = list(self.models)
         out["uptime"] = _round(self.uptime, 4)
         out["reputation"] = _round(self.reputation, 4)
@@ -298,8 +302,12 @@ def provider_profiles(
     uptimes: dict[str, list[float]] = {}
     reputations: dict[str, list[float]] = {}
     probation: dict[str, int] = {}
+    names: dict[str, str] = {}
     for node in registry.all():
         handle = provider_handle(node.provider_account_id)
+        name = registry.public_name(node.provider_account_id)
+        if name is not None:
+            names[handle] = name
         nodes.setdefault(handle, []).append(node.node_id)
         models.setdefault(handle, set()).update(node.offers)
         uptime = router.uptime.get(node.node_id)
@@ -314,9 +322,13 @@ def provider_profiles(
     for account_id, count in tokens_by_account.items():
         handle = provider_handle(account_id)
         tokens[handle] = tokens.get(handle, 0) + int(count)
+        name = registry.public_name(account_id)
+        if name is not None:
+            names[handle] = name
     profiles = [
         ProviderProfile(
             handle=handle,
+            name=names.get(handle),
             nodes=len(nodes.get(handle, ())),
             models=tuple(sorted(models.get(handle, ()))),
             uptime=_mean(uptimes.get(handle)),

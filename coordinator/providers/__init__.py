@@ -1,4 +1,4 @@
-"""Provider self-service: a Provider's own prices per model, and one-time enrollment tokens.
+"""Provider self-service: own prices per model, one-time enrollment tokens, a public name.
 
 No web code: the Provider console (:mod:`coordinator.web.provider`) and the JSON API
 (:mod:`coordinator.api.provider`) call these functions and show
@@ -26,8 +26,10 @@ from coordinator.providers.errors import (
     EnrollmentTokenUsed,
     InvalidModelName,
     InvalidPrice,
+    InvalidPublicName,
     NotAProvider,
     ProvidersError,
+    PublicNameTaken,
     TooManyPrices,
     TooManyTokens,
     UnknownEnrollmentToken,
@@ -45,6 +47,15 @@ from coordinator.providers.prices import (
     price_overrides_of,
     set_price,
 )
+from coordinator.providers.public_names import (
+    MAX_PUBLIC_NAME_CHARS,
+    MIN_PUBLIC_NAME_CHARS,
+    all_public_names,
+    checked_public_name,
+    clear_public_name,
+    public_name_of,
+    set_public_name,
+)
 
 __all__ = [
     "ENROLLMENT_TOKEN_LIFETIME_MS",
@@ -53,6 +64,8 @@ __all__ = [
     "MAX_PENDING_TOKENS",
     "MAX_PRICES_PER_PROVIDER",
     "MAX_PRICE_MICRO_USD_PER_1M",
+    "MAX_PUBLIC_NAME_CHARS",
+    "MIN_PUBLIC_NAME_CHARS",
     "EnrollmentTokenExpired",
     "EnrollmentTokenNotFound",
     "EnrollmentTokenRefused",
@@ -60,16 +73,21 @@ __all__ = [
     "EnrollmentTokenUsed",
     "InvalidModelName",
     "InvalidPrice",
+    "InvalidPublicName",
     "NotAProvider",
     "ProvidersError",
+    "PublicNameTaken",
     "StoredPrice",
     "TooManyPrices",
     "TooManyTokens",
     "UnknownEnrollmentToken",
     "all_price_overrides",
+    "all_public_names",
     "check_enrollment_token",
     "checked_model",
+    "checked_public_name",
     "clear_price",
+    "clear_public_name",
     "create_enrollment_token",
     "enroll_with_token",
     "is_enrollment_token",
@@ -77,6 +95,8 @@ __all__ = [
     "parse_price_per_1m",
     "pending_enrollment_tokens",
     "price_overrides_of",
+    "public_name_of",
     "revoke_enrollment_token",
     "set_price",
+    "set_public_name",
 ]

@@ -6,6 +6,8 @@
     ├── NotAProvider                  the account is not a Provider (or does not exist)
     ├── InvalidPrice                  not a decimal USD price within bounds
     ├── InvalidModelName              empty or too long a model id
+    ├── InvalidPublicName             not a usable public name (the message says why)
+    ├── PublicNameTaken               another Provider published that name
     ├── TooManyPrices                 the Provider already has the most own prices allowed
     ├── TooManyTokens                 the Provider already has the most pending tokens allowed
     ├── EnrollmentTokenNotFound       no pending token with that id in this account
@@ -28,8 +30,10 @@ __all__ = [
     "EnrollmentTokenUsed",
     "InvalidModelName",
     "InvalidPrice",
+    "InvalidPublicName",
     "NotAProvider",
     "ProvidersError",
+    "PublicNameTaken",
     "TooManyPrices",
     "TooManyTokens",
     "UnknownEnrollmentToken",
@@ -49,6 +53,14 @@ class InvalidPrice(ProvidersError):
 
 
 class InvalidModelName(ProvidersError):
+    pass
+
+
+class InvalidPublicName(ProvidersError):
+    pass
+
+
+class PublicNameTaken(ProvidersError):
     pass
 
 

@@ -7,6 +7,9 @@
 ``GET  /console/provider/statement.csv?period=``     a month's statement (one line per day)
 ``POST /console/provider/prices``                    set an own price for a model (all nodes)
 ``POST /console/provider/prices/clear``              clear it: each node's own price again
+``POST /console/provider/name``                      publish a public name (shown next to the
+                                                     ``pv_`` handle on the marketplace)
+``POST /console/provider/name/clear``                clear it: anonymous again
 ``POST /console/provider/tokens``                    a one-time enrollment token, shown on the
                                                      answer page once (never in a URL)
 ``POST /console/provider/tokens/{id}/revoke``        revoke a pending token of the viewer's
@@ -49,11 +52,16 @@ from coordinator.providers import (
     ENROLLMENT_TOKEN_LIFETIME_MS,
     EnrollmentTokenNotFound,
     ProvidersError,
+    clear_public_name,
     create_enrollment_token,
     list_prices,
     pending_enrollment_tokens,
+    public_name_of,
     revoke_enrollment_token,
+    set_public_name,
 )
+from coordinator.providers.sync import apply_public_name
+from coordinator.routing import provider_handle
 from coordinator.web.pages import (
     PageError,
     database,
@@ -415,6 +423,7 @@ async def provider_page(request: Request[Any, Any, Any]) -> Template:
     async with database(services)() as session:
         prices = await list_prices(session, viewer.account_id)
         tokens = await pending_enrollment_tokens(session, viewer.account_id, now_ms=now_ms)
+        public_name = await public_name_of(session, viewer.account_id)
         payouts = await list_transfers(
             session,
             ledger_account_id=provider_earnings(viewer.account_id),
@@ -445,6 +454,8 @@ async def provider_page(request: Request[Any, Any, Any]) -> Template:
             for payout in reversed(payouts[-_PAYOUTS_SHOWN:])
         ],
         "tokens": tokens,
+        "public_name": public_name,
+        "handle": provider_handle(viewer.account_id),
         "format_usd": format_usd,
     }
     return page(request, "provider.html", viewer, context, title="My nodes")
@@ -518,6 +529,43 @@ async def clear_price_form(request: Request[Any, Any, Any]) -> Response[Any]:
     )
 
 
+@post(f"{_HOME}/name", status_code=303)
+async def set_public_name_form(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Publish the viewer's public name; the marketplace shows it at once."""
+    viewer = await require_viewer(request, Role.PROVIDER)
+    fields = await read_form(request, viewer)
+    services = services_of(request)
+    sessions = database(services)
+    try:
+        async with sessions.begin() as session:
+            name = await set_public_name(session, viewer.account_id, fields.get("public_name", ""))
+    except ProvidersError as error:
+        raise PageError(400, str(error)) from None
+    await apply_public_name(services.registry, sessions, viewer.account_id)
+    return see_other(
+        _HOME,
+        notice=f"Your public name is now {name!r}: the marketplace shows it next to"
+        f" {provider_handle(viewer.account_id)}.",
+    )
+
+
+@post(f"{_HOME}/name/clear", status_code=303)
+async def clear_public_name_form(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Clear the viewer's public name: shown by the anonymous handle only again."""
+    viewer = await require_viewer(request, Role.PROVIDER)
+    await read_form(request, viewer)
+    services = services_of(request)
+    sessions = database(services)
+    async with sessions.begin() as session:
+        cleared = await clear_public_name(session, viewer.account_id)
+    await apply_public_name(services.registry, sessions, viewer.account_id)
+    if not cleared:
+        raise PageError(404, "you have no public name to clear")
+    return see_other(
+        _HOME, notice="Your public name is cleared: the marketplace shows only your handle again."
+    )
+
+
 @post(f"{_HOME}/tokens", status_code=200)
 async def create_token_form(request: Request[Any, Any, Any]) -> Template:
     """A one-time enrollment token, shown on this answer only, with the command to run."""
@@ -580,6 +628,8 @@ PROVIDER_HANDLERS: list[ControllerRouterHandler] = [
     statement_csv,
     set_price_form,
     clear_price_form,
+    set_public_name_form,
+    clear_public_name_form,
     create_token_form,
     revoke_token_form,
     revoke_node_form,

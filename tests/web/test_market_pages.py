@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.e2e.network import Network, network
-from tests.web.conftest import MOCK_MODEL, MOCK_NODE, screenshot
+from tests.web.conftest import MOCK_MODEL, MOCK_NODE, login, screenshot
 
 PROVIDER_NAME = "Ada Lovelace Compute"
 PROVIDER_EMAIL = "ada.lovelace@example.com"
@@ -191,6 +191,11 @@ PUBLIC_PATHS = (
 
 
 def test_public_market_pages_and_json_show_no_secret_or_customer_data(net: Network) -> None:
+    _scan_public_pages(net)
+
+
+def _scan_public_pages(net: Network) -> None:
+    """No key, account id, e-mail or unpublished name on any public page or its JSON."""
     keys = (net.customer_key, net.provider_key, net.operator_key, NAMED_CUSTOMER["key"])
     ids = []
     for key in keys:
@@ -222,3 +227,64 @@ def test_public_market_pages_and_json_show_no_secret_or_customer_data(net: Netwo
             "@",
         ):
             assert secret not in text, (path, secret)
+
+
+PUBLIC_NAME = "Open Weights Co-op"
+
+
+def _published_names(net: Network) -> dict[str, set[str | None]]:
+    """What each public JSON says of the node's Provider's name."""
+    providers = {p["provider_name"] for p in _json(net, "/v1/providers")["data"] if p["nodes"]}
+    market = {
+        e["provider_name"] for e in _json(net, f"/v1/market/models/{MOCK_MODEL}")["endpoints"]
+    }
+    endpoints = {
+        e["provider_name"] for e in _json(net, f"/v1/models/{MOCK_MODEL}/endpoints")["data"]
+    }
+    return {"providers": providers, "market": market, "endpoints": endpoints}
+
+
+def test_a_provider_publishes_a_public_name_and_clears_it(net: Network, tab: Page) -> None:
+    (profile,) = [p for p in _json(net, "/v1/providers")["data"] if p["nodes"]]
+    handle = profile["provider"]
+    assert profile["provider_name"] is None  # anonymous until the Provider opts in
+    login(tab, net, net.provider_key)
+    tab.goto(net.url + "/console/provider#public-name")
+    assert handle in tab.locator("#public-name + section").inner_text()
+
+    tab.fill("#set-public-name input[name=public_name]", "pv_impostor")
+    tab.click("#set-public-name button[type=submit]")
+    assert "may not start with pv_, nd_ or acc_" in tab.content()
+    assert _published_names(net)["providers"] == {None}
+
+    tab.goto(net.url + "/console/provider")
+    tab.fill("#set-public-name input[name=public_name]", f"  {PUBLIC_NAME} ")
+    tab.click("#set-public-name button[type=submit]")
+    tab.wait_for_url("**/console/provider*")
+    assert f"Your public name is now '{PUBLIC_NAME}'" in tab.content()
+    assert PUBLIC_NAME in tab.locator("#public-name-now").inner_text()
+    assert _published_names(net) == {
+        "providers": {PUBLIC_NAME},
+        "market": {PUBLIC_NAME},
+        "endpoints": {PUBLIC_NAME},
+    }
+    tab.goto(net.url + "/providers")
+    row = tab.locator(f"tr[data-provider='{handle}']")
+    assert PUBLIC_NAME in row.inner_text()
+    assert handle in row.inner_text()
+    screenshot(tab, "public-providers-named")
+    tab.goto(net.url + f"/models/{MOCK_MODEL}")
+    endpoint = tab.locator("table[data-table=endpoints] tbody tr").first
+    assert PUBLIC_NAME in endpoint.inner_text()
+    assert handle in endpoint.inner_text()
+    _scan_public_pages(net)  # the published name is public; the account's name still is not
+
+    tab.goto(net.url + "/console/provider")
+    tab.click("#clear-public-name button[type=submit]")
+    tab.wait_for_url("**/console/provider*")
+    assert "Your public name is cleared" in tab.content()
+    assert _published_names(net)["providers"] == {None}
+    assert _published_names(net)["endpoints"] == {None}
+    for path in ("/providers", f"/models/{MOCK_MODEL}", "/v1/providers"):
+        assert PUBLIC_NAME not in httpx.get(net.url + path, timeout=10).text, path
+    _scan_public_pages(net)
