@@ -30,6 +30,27 @@ from protocol import EnrollmentStatement, PublicKey
 __all__ = ["DatabaseAccounts"]
 
 
+_ENROLLMENT_REFUSALS = (
+    RoleNotAllowed,
+    InvalidEnrollmentProof,
+    EnrollmentMismatch,
+    NodeEnrolledElsewhere,
+    NodeRevoked,
+)
+
+
+def _enrollment_refused(error: Exception) -> ApiError:
+    """The API error of an enrollment refused by :mod:`coordinator.accounts` (with a key or a
+    token alike)."""
+    if isinstance(error, RoleNotAllowed):
+        return ApiError(403, str(error), code="wrong_role")
+    if isinstance(error, NodeEnrolledElsewhere):
+        return ApiError(409, str(error), code="node_enrolled_elsewhere")
+    if isinstance(error, NodeRevoked):
+        return ApiError(403, str(error), code="node_revoked")
+    return ApiError(400, str(error), code="invalid_proof")  # a bad or mismatched proof
+
+
 class DatabaseAccounts:
     """Implements :class:`coordinator.app.AccountsGateway` and the hub's admission check."""
 
@@ -67,14 +88,8 @@ class DatabaseAccounts:
                     coordinator_key=self._coordinator_key,
                 )
                 return enrollment.node_id
-        except RoleNotAllowed as error:
-            raise ApiError(403, str(error), code="wrong_role") from None
-        except (InvalidEnrollmentProof, EnrollmentMismatch) as error:
-            raise ApiError(400, str(error), code="invalid_proof") from None
-        except NodeEnrolledElsewhere as error:
-            raise ApiError(409, str(error), code="node_enrolled_elsewhere") from None
-        except NodeRevoked as error:
-            raise ApiError(403, str(error), code="node_revoked") from None
+        except _ENROLLMENT_REFUSALS as error:
+            raise _enrollment_refused(error) from None
 
     async def enrollment_token_account(self, raw_token: str, now_ms: int) -> tuple[str, int]:
         try:
@@ -100,14 +115,8 @@ class DatabaseAccounts:
                 return enrollment.node_id, enrollment.account_id
         except EnrollmentTokenRefused as error:
             raise ApiError(401, str(error), code=error.code) from None
-        except RoleNotAllowed as error:
-            raise ApiError(403, str(error), code="wrong_role") from None
-        except (InvalidEnrollmentProof, EnrollmentMismatch) as error:
-            raise ApiError(400, str(error), code="invalid_proof") from None
-        except NodeEnrolledElsewhere as error:
-            raise ApiError(409, str(error), code="node_enrolled_elsewhere") from None
-        except NodeRevoked as error:
-            raise ApiError(403, str(error), code="node_revoked") from None
+        except _ENROLLMENT_REFUSALS as error:
+            raise _enrollment_refused(error) from None
 
     async def admission(self, node_key: PublicKey) -> Admission:
         async with self._sessions.begin() as session:
